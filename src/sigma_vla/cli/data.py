@@ -1,0 +1,80 @@
+"""`sigma inspect` and `sigma prep`: look at a LeRobot dataset, then turn it into training shards."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from sigma_vla.data.lerobot import LeRobotDataset
+from sigma_vla.data.prep import PrepConfig, run_prep
+from sigma_vla.data.validate import describe, validate_dataset
+
+
+def _print_description(d: dict, problems: list[str]) -> None:
+    typer.echo(f"{d['path']}  (LeRobot {d['codebase_version']}, {d['fps']:g} fps, robot {d['robot_type']})")
+    typer.echo(f"  episodes {d['episodes']}, frames {d['frames']}")
+    typer.echo("  features:")
+    for name, f in d["features"].items():
+        typer.echo(f"    {name:32s} {f['dtype']:8s} {tuple(f['shape'])}")
+    if d["cameras"]:
+        typer.echo("  cameras:")
+        for name, c in d["cameras"].items():
+            typer.echo(f"    {name:32s} {c['codec']} {c['width']}x{c['height']}, "
+                       f"{c['files_present']}/{c['files']} files present")
+    typer.echo(f"  tasks ({len(d['tasks'])}):")
+    for idx, task in list(d["tasks"].items())[:10]:
+        typer.echo(f"    [{idx}] {task}")
+    if problems:
+        typer.echo(f"validation: {len(problems)} problem(s)")
+        for p in problems:
+            typer.echo(f"  - {p}")
+    else:
+        typer.echo("validation: ok")
+
+
+def inspect(
+    dataset: Path = typer.Argument(..., help="Root of a local LeRobot dataset (v2.1 or v3.0)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    skip_videos: bool = typer.Option(False, "--skip-videos", help="Do not decode videos during validation."),
+) -> None:
+    """Describe a dataset and validate it; exits 1 when validation finds problems."""
+    ds = LeRobotDataset(dataset)
+    d = describe(ds)
+    problems = validate_dataset(ds, check_videos=not skip_videos)
+    if as_json:
+        typer.echo(json.dumps({**d, "problems": problems, "valid": not problems}, indent=1))
+    else:
+        _print_description(d, problems)
+    if problems:
+        raise typer.Exit(1)
+
+
+def prep(
+    dataset: Path = typer.Argument(..., help="Root of a local LeRobot dataset (v2.1 or v3.0)."),
+    out: Path = typer.Option(..., "--out", help="Shard directory (created; rerun the same command to resume)."),
+    horizon: int = typer.Option(16, help="Window length T (paper 4.1: 16)."),
+    chunk: int = typer.Option(8, help="Chunk length C (the first C actions of a window)."),
+    min_action_norm: float = typer.Option(0.0, help="Drop windows whose mean action L2 norm is below this."),
+    image_size: int = typer.Option(128, help="Frames are resized to S x S."),
+    state_only: bool = typer.Option(False, "--state-only", help="Skip cameras (for datasets without videos)."),
+    workers: int = typer.Option(1, help="Parallel worker processes over episodes."),
+    split: str = typer.Option("train:0.8,val:0.1,test:0.1", help="Episode split fractions (base, train, val, test)."),
+    shard_size: int = typer.Option(256, help="Samples per shard file."),
+    stride: int = typer.Option(1, help="Frames between window starts."),
+    seed: int = typer.Option(0, help="Seed of the episode -> split assignment."),
+) -> None:
+    """Slide windows over every episode and write safetensors shards plus meta.json (paper 4.1)."""
+    cfg = PrepConfig(horizon=horizon, chunk=chunk, min_action_norm=min_action_norm, image_size=image_size,
+                     state_only=state_only, split=split, shard_size=shard_size, stride=stride, seed=seed)
+    start = time.perf_counter()
+    meta = run_prep(dataset, out, cfg, workers=workers)
+    w = meta["windows"]
+    typer.echo(f"wrote {meta['num_samples']} windows in {meta['num_shards']} shard(s) to {out} "
+               f"({time.perf_counter() - start:.1f} s)")
+    typer.echo(f"  episodes per split: {meta['episodes']['per_split']}")
+    typer.echo(f"  windows per split:  {w['per_split']}")
+    typer.echo(f"  dropped: {w['windows_dropped_static']} near-static windows, "
+               f"{w['episodes_too_short']} episode(s) shorter than the horizon")

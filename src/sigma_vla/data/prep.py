@@ -1,0 +1,249 @@
+"""`sigma prep`: a LeRobot dataset -> windowed, filtered training shards (paper 4.1).
+
+Pipeline: open and check the dataset (columns of every episode, video headers) before anything is written;
+assign splits by episode; count the windows each episode keeps; then, in parallel over episodes, gather windows
+and decode the frames at their starts; write fixed-size shards atomically in episode order; finally meta.json.
+A killed run resumes: the samples held by complete shards are skipped (episodes wholly before the resume point
+are not even decoded), so the final shards equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sigma_vla.data.lerobot import ACTION_KEY, STATE_KEY, LeRobotDataset
+from sigma_vla.data.schema import META_FILE, SHARD_GLOB, SPLIT_CODES
+from sigma_vla.data.shards import ShardWriter, atomic_write_text, shard_num_samples, shard_paths
+from sigma_vla.data.validate import check_columns, tolerance, video_times
+from sigma_vla.data.video import decode_frames, probe_video
+from sigma_vla.data.windows import assign_splits, episode_windows, parse_split
+from sigma_vla.errors import SigmaError
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    horizon: int = 16  # paper 4.1: horizon_T = 16
+    chunk: int = 8  # our choice: path B's chunk is the first C actions of the window
+    min_action_norm: float = 0.0  # paper filters near-static windows; 0 keeps all (data units differ per robot)
+    image_size: int = 128
+    state_only: bool = False
+    split: str = "train:0.8,val:0.1,test:0.1"
+    shard_size: int = 256
+    stride: int = 1
+    seed: int = 0  # seeds the episode -> split shuffle
+
+    def __post_init__(self):
+        if self.horizon < 1:
+            raise SigmaError(f"horizon must be >= 1, got {self.horizon}", field="--horizon")
+        if not 1 <= self.chunk <= self.horizon:
+            raise SigmaError(f"chunk must be in [1, horizon={self.horizon}], got {self.chunk}", field="--chunk")
+        if self.image_size < 8:
+            raise SigmaError(f"image size must be >= 8, got {self.image_size}", field="--image-size")
+        if self.shard_size < 1 or self.stride < 1:
+            raise SigmaError("shard size and stride must be >= 1", field="--shard-size")
+        if self.min_action_norm < 0:
+            raise SigmaError(f"min action norm must be >= 0, got {self.min_action_norm}", field="--min-action-norm")
+        parse_split(self.split)
+
+
+OURS = (META_FILE, SHARD_GLOB, "*.tmp")
+
+
+def fingerprint(ds: LeRobotDataset) -> str:
+    """Content hash of the metadata plus the name and size of every data file: changes when the dataset does."""
+    h = hashlib.sha256()
+    for path in sorted((ds.root / "meta").rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(ds.root)).encode())
+            h.update(path.read_bytes())
+    for path in sorted({ep.data_path for ep in ds.episodes}):
+        h.update(f"{path.relative_to(ds.root)}:{path.stat().st_size if path.exists() else -1}".encode())
+    return h.hexdigest()[:16]
+
+
+def check_out_dir(out: Path, params: dict) -> str:
+    """'fresh', 'resume' or 'complete'; refuses a directory holding files that are not ours (never deletes)."""
+    if not out.exists():
+        return "fresh"
+    if not out.is_dir():
+        raise SigmaError("output exists and is not a directory", file=out)
+    foreign = [p.name for p in out.iterdir() if not any(p.match(g) for g in OURS)]
+    if foreign:
+        raise SigmaError(f"output directory holds files that are not ours ({', '.join(sorted(foreign)[:3])}"
+                         f"{' ...' if len(foreign) > 3 else ''}); choose an empty or new --out", file=out)
+    meta_path = out / META_FILE
+    if not meta_path.exists():
+        if shard_paths(out):
+            raise SigmaError("shards without meta.json: not a prep of ours to resume", file=out)
+        return "fresh"
+    meta = json.loads(meta_path.read_text())
+    if meta.get("params") != params:
+        raise SigmaError("holds a prep of another dataset or other parameters; use a new --out", file=meta_path,
+                         field="params")
+    return "complete" if meta.get("status") == "complete" else "resume"
+
+
+def _split_counts(splits: dict[int, str]) -> dict[str, int]:
+    return {name: sum(1 for s in splits.values() if s == name) for name in SPLIT_CODES}
+
+
+def _normalization(ds: LeRobotDataset, columns: dict[int, dict], episodes: list[int]) -> dict:
+    """Mean/std/min/max of state and action over the frames of the given (training) episodes."""
+    out = {}
+    for name, key in (("robot_state", "state"), ("action", "action")):
+        x = np.concatenate([columns[e][key] for e in episodes]).astype(np.float64)
+        out[name] = {"mean": x.mean(0).tolist(), "std": np.maximum(x.std(0), 1e-6).tolist(),
+                     "min": x.min(0).tolist(), "max": x.max(0).tolist()}
+    return out
+
+
+# ---- per-episode work (runs in worker processes) ------------------------------------------------------------
+_WORKER_DS: LeRobotDataset | None = None
+
+
+def _worker_init(root: str) -> None:
+    global _WORKER_DS
+    _WORKER_DS = LeRobotDataset(root)
+
+
+def episode_samples(ds: LeRobotDataset, ep_index: int, cfg: PrepConfig, split: str,
+                    skip: int = 0) -> dict[str, np.ndarray]:
+    """All kept windows of one episode as sample arrays (first dim W), minus the first `skip` of them."""
+    ep = next(e for e in ds.episodes if e.index == ep_index)
+    cols = ds.episode_columns(ep)
+    starts, windows, avg, mx, _ = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride)
+    starts, windows, avg, mx = starts[skip:], windows[skip:], avg[skip:], mx[skip:]
+    w, s = len(starts), cfg.image_size
+    cams = [] if cfg.state_only else ds.camera_keys
+    vision = np.empty((w, len(cams), 3, s, s), dtype=np.uint8)  # (W, V, 3, S, S)
+    for v, cam in enumerate(cams):
+        if w:
+            times = video_times(ep, cam, cols["timestamp"][starts])
+            frames = decode_frames(ep.videos[cam].path, times, tolerance(ds.fps), size=s)  # (W, S, S, 3)
+            vision[:, v] = frames.transpose(0, 3, 1, 2)  # (W, 3, S, S)
+    return {
+        "vision_inputs": vision,
+        "robot_state": cols["state"][starts],  # (W, Ds)
+        "gt_action_vector": windows[:, 0],  # (W, Da)
+        "gt_action_chunk": np.ascontiguousarray(windows[:, : cfg.chunk]),  # (W, C, Da)
+        "gt_action_trajectory": windows,  # (W, T, Da)
+        "avg_action_l2": avg,
+        "max_action_l2": mx,
+        "episode_index": np.full(w, ep.index, dtype=np.int64),
+        "frame_index": cols["frame_index"][starts],
+        "task_index": cols["task_index"][starts],
+        "split": np.full(w, SPLIT_CODES[split], dtype=np.int64),
+    }
+
+
+def _worker_episode(job: tuple[int, PrepConfig, str, int]) -> dict[str, np.ndarray]:
+    ep_index, cfg, split, skip = job
+    return episode_samples(_WORKER_DS, ep_index, cfg, split, skip)
+
+
+# ---- the whole run ----------------------------------------------------------------------------------------
+def _scan(ds: LeRobotDataset, cfg: PrepConfig, progress: bool) -> tuple[dict[int, dict], dict[int, int], dict]:
+    """Check every episode's columns and video headers; count kept windows. Nothing is written yet."""
+    if not ds.episodes or ds.num_frames == 0:
+        raise SigmaError("empty dataset: no episodes or no frames", file=ds.root / "meta")
+    if cfg.state_only is False:
+        if not ds.camera_keys:
+            raise SigmaError("dataset declares no cameras; use --state-only", file=ds.info_path, field="features")
+        for path in sorted({ep.videos[c].path for ep in ds.episodes for c in ds.video_keys}):
+            probe_video(path)  # missing or corrupt files fail here, before any shard exists
+    columns, counts = {}, {}
+    stats = {"windows_total": 0, "windows_dropped_static": 0, "episodes_too_short": 0}
+    for ep in tqdm(ds.episodes, desc="scan", unit="ep", disable=not progress, leave=False):
+        cols = ds.episode_columns(ep)
+        check_columns(ds, ep, cols)
+        starts, _, _, _, dropped = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride)
+        columns[ep.index] = {"state": cols["state"], "action": cols["action"]}
+        counts[ep.index] = len(starts)
+        stats["windows_total"] += len(starts) + dropped
+        stats["windows_dropped_static"] += dropped
+        stats["episodes_too_short"] += int(ep.length < cfg.horizon)
+    return columns, counts, stats
+
+
+def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int = 1,
+             progress: bool = True) -> dict:
+    """Run (or resume) a prep; returns the meta.json contents."""
+    ds = LeRobotDataset(dataset)
+    out = Path(out)
+    params = {"dataset": str(ds.root.resolve()), "fingerprint": fingerprint(ds), **asdict(cfg)}
+    state = check_out_dir(out, params)
+    if state == "complete":
+        return json.loads((out / META_FILE).read_text())
+    columns, counts, stats = _scan(ds, cfg, progress)
+    splits = assign_splits([e.index for e in ds.episodes], parse_split(cfg.split), cfg.seed)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _meta(ds, cfg, params, columns, counts, stats, splits)
+    atomic_write_text(out / META_FILE, json.dumps({**meta, "status": "in_progress"}, indent=1))
+    done = sum(shard_num_samples(p) for p in shard_paths(out))
+    done -= done % cfg.shard_size  # a trailing partial shard is rewritten (only the last one can be partial)
+    writer = ShardWriter(out, cfg.shard_size, start_samples=done)
+    jobs, offset = [], 0
+    for ep in ds.episodes:
+        n = counts[ep.index]
+        if offset + n > done and n:
+            jobs.append((ep.index, cfg, splits[ep.index], max(0, done - offset)))
+        offset += n
+    try:
+        _write_all(ds, jobs, writer, workers, progress)
+    except (SigmaError, KeyboardInterrupt):
+        if done == 0:  # a fresh run that failed: remove only what this run wrote
+            for path in [*writer.written, out / META_FILE]:
+                path.unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    meta["num_shards"] = len(shard_paths(out))
+    atomic_write_text(out / META_FILE, json.dumps({**meta, "status": "complete"}, indent=1))
+    return {**meta, "status": "complete"}
+
+
+def _write_all(ds: LeRobotDataset, jobs: list, writer: ShardWriter, workers: int, progress: bool) -> None:
+    bar = tqdm(total=len(jobs), desc="prep", unit="ep", disable=not progress)
+    if workers <= 1:
+        results = (episode_samples(ds, *job) for job in jobs)
+        for samples in results:
+            writer.add(samples)
+            bar.update(1)
+    else:
+        ctx = mp.get_context("spawn")  # torch may be imported in the parent; fork would be unsafe
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(str(ds.root),)) as pool:
+            for samples in pool.imap(_worker_episode, jobs):
+                writer.add(samples)
+                bar.update(1)
+    writer.close()
+    bar.close()
+
+
+def _meta(ds, cfg, params, columns, counts, stats, splits) -> dict:
+    train = [e for e, s in splits.items() if s == "train"] or list(splits)
+    per_split = {name: sum(counts[e] for e, s in splits.items() if s == name) for name in SPLIT_CODES}
+    return {
+        "format": "sigma-vla-shards/1",
+        "params": params,
+        "dataset": {"path": params["dataset"], "fingerprint": params["fingerprint"], "codebase_version": ds.version,
+                    "fps": ds.fps, "robot_type": ds.robot_type},
+        "cameras": [] if cfg.state_only else ds.camera_keys,
+        "state_dim": ds.shape(STATE_KEY)[0],
+        "action_dim": ds.shape(ACTION_KEY)[0],
+        "episodes": {"total": len(ds.episodes), "per_split": _split_counts(splits)},
+        "episode_splits": {str(e): s for e, s in sorted(splits.items())},
+        "episode_info": {str(ep.index): ep.extra for ep in ds.episodes if ep.extra},
+        "windows": {**stats, "kept": sum(counts.values()), "per_split": per_split},
+        "num_samples": sum(counts.values()),
+        "tasks": [ds.tasks.get(i, "") for i in range(max(ds.tasks, default=-1) + 1)],
+        "normalization": _normalization(ds, columns, train),
+        "normalization_from": "train" if any(s == "train" for s in splits.values()) else "all",
+    }

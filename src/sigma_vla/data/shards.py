@@ -1,0 +1,133 @@
+"""Shards: `shard_00000.safetensors` ... plus `meta.json` (paper 4.1's ShardWriter, without pickle).
+
+Writes are atomic (temp file + rename), so a shard on disk is always complete; a killed prep resumes by counting
+the samples the complete shards hold and skipping that many (the sample order is deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file as save_numpy
+from torch.utils.data import Dataset
+
+from sigma_vla.data.schema import META_FILE, SHARD_GLOB, SHARD_PATTERN, SPLIT_CODES
+from sigma_vla.errors import SigmaError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_shard(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """One shard file, atomically: the file either holds every sample or does not exist."""
+    tmp = path.with_name(path.name + ".tmp")
+    n = len(next(iter(tensors.values())))
+    save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+               metadata={"format": "sigma-vla-shard", "num_samples": str(n)})
+    os.replace(tmp, path)
+
+
+def shard_paths(shards_dir: Path) -> list[Path]:
+    return sorted(Path(shards_dir).glob(SHARD_GLOB))
+
+
+def shard_num_samples(path: Path) -> int:
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        if "num_samples" in meta:
+            return int(meta["num_samples"])
+        return int(f.get_slice(next(iter(f.keys()))).get_shape()[0])
+
+
+def read_meta(shards_dir: str | Path) -> dict:
+    path = Path(shards_dir) / META_FILE
+    if not path.exists():
+        raise SigmaError("not a shard directory (meta.json missing; run `sigma prep` first)", file=path)
+    meta = json.loads(path.read_text())
+    if meta.get("status") != "complete":
+        raise SigmaError("prep did not finish (status is not 'complete'); rerun `sigma prep` to resume",
+                         file=path, field="status")
+    return meta
+
+
+class ShardWriter:
+    """Buffers samples and writes fixed-size shards, starting after `start_samples` already on disk."""
+
+    def __init__(self, out_dir: Path, shard_size: int, start_samples: int = 0):
+        if start_samples % shard_size:
+            raise ValueError("resume point must fall on a shard boundary")
+        self.out_dir, self.shard_size = Path(out_dir), shard_size
+        self.next_index = start_samples // shard_size
+        self.buffer: list[dict[str, np.ndarray]] = []
+        self.buffered = 0
+        self.written: list[Path] = []
+
+    def add(self, samples: dict[str, np.ndarray]) -> None:
+        """Add a block of samples (every array has the same first dim)."""
+        n = len(next(iter(samples.values())))
+        if n:
+            self.buffer.append(samples)
+            self.buffered += n
+        while self.buffered >= self.shard_size:
+            self._flush(self.shard_size)
+
+    def close(self) -> None:
+        if self.buffered:
+            self._flush(self.buffered)
+
+    def _flush(self, n: int) -> None:
+        merged = {k: np.concatenate([b[k] for b in self.buffer]) for k in self.buffer[0]}
+        head = {k: v[:n] for k, v in merged.items()}
+        rest = {k: v[n:] for k, v in merged.items()}
+        path = self.out_dir / SHARD_PATTERN.format(self.next_index)
+        write_shard(path, head)
+        self.written.append(path)
+        self.next_index += 1
+        self.buffered -= n
+        self.buffer = [rest] if self.buffered else []
+
+
+def load_shards(shards_dir: str | Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Every shard's tensors concatenated along the sample dim (the shards of one prep fit in memory)."""
+    paths = shard_paths(Path(shards_dir))
+    if not paths:
+        raise SigmaError("no shard_*.safetensors files", file=shards_dir)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for path in paths:
+        with safe_open(str(path), framework="pt") as f:
+            for k in keys or f.keys():
+                if k not in f.keys():
+                    raise SigmaError("key missing from shard", file=path, field=k)
+                parts.setdefault(k, []).append(f.get_tensor(k))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+class ShardDataset(Dataset):
+    """Samples of one split (or all) as dicts of tensors, in shard order; tasks from meta.json."""
+
+    def __init__(self, shards_dir: str | Path, split: str | None = None, keys: list[str] | None = None):
+        self.dir = Path(shards_dir)
+        self.meta = read_meta(self.dir)
+        data = load_shards(self.dir, keys)
+        if split is not None:
+            if split not in SPLIT_CODES:
+                raise SigmaError(f"unknown split {split!r}", field="split")
+            split_col = data["split"] if "split" in data else load_shards(self.dir, ["split"])["split"]
+            idx = torch.nonzero(split_col == SPLIT_CODES[split]).squeeze(1)
+            data = {k: v[idx] for k, v in data.items()}
+        self.data = data
+        self.tasks: list[str] = self.meta["tasks"]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.data.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.data.items()}

@@ -1,0 +1,24 @@
+"""One exception type for bad input: the CLI prints it as one line (file, field, what is wrong) and exits non-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SigmaError(Exception):
+    """Bad input a user can fix. `file` and `field` name where; the message says what and, if known, how to fix."""
+
+    def __init__(self, message: str, file: str | Path | None = None, field: str | None = None):
+        self.file = str(file) if file is not None else None
+        self.field = field
+        self.message = message
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.field:
+            where.append(f"field '{self.field}'")
+        prefix = ": ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message

@@ -1,0 +1,45 @@
+"""Shared test helpers: a writable copy of the real SO-101 fixture, and running the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+# A copy of ../shared/fixtures/so101_real_v30 (see its SOURCE.md), vendored so a fresh clone tests on its own.
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "so101_real_v30"
+
+
+@pytest.fixture
+def real_v30(tmp_path: Path) -> Path:
+    """A writable copy of the real LeRobot v3.0 SO-101 recording (videos absent)."""
+    dst = tmp_path / "so101_real_v30"
+    shutil.copytree(FIXTURE, dst)
+    for path in [dst, *dst.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    return dst
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `sigma ARGS` in this process; returns (exit code, stdout, stderr)."""
+    from sigma_vla.cli.main import main
+
+    old = sys.argv
+    sys.argv = ["sigma", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
