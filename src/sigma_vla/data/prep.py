@@ -198,8 +198,10 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
         offset += n
     try:
         _write_all(ds, jobs, writer, workers, progress)
-    except (SigmaError, KeyboardInterrupt):
-        if done == 0:  # a fresh run that failed: remove only what this run wrote
+    except SigmaError:
+        # Bad input found mid-run (say a corrupt video): a fresh run removes only what it wrote. An interrupt
+        # is not caught: its complete shards stay, and rerunning the command resumes after them.
+        if done == 0:
             for path in [*writer.written, out / META_FILE]:
                 path.unlink(missing_ok=True)
             if created and not any(out.iterdir()):

@@ -29,9 +29,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_shard(path: Path, tensors: dict[str, np.ndarray]) -> None:
     """One shard file, atomically: the file either holds every sample or does not exist."""
     tmp = path.with_name(path.name + ".tmp")
-    n = len(next(iter(tensors.values())))
+    # One metadata key only: safetensors stores metadata in a hash map, so several keys would serialise in a
+    # different order per process and identical shards would differ in bytes.
     save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-               metadata={"format": "sigma-vla-shard", "num_samples": str(n)})
+               metadata={"format": "sigma-vla-shard"})
     os.replace(tmp, path)
 
 
@@ -41,10 +42,7 @@ def shard_paths(shards_dir: Path) -> list[Path]:
 
 def shard_num_samples(path: Path) -> int:
     with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        if "num_samples" in meta:
-            return int(meta["num_samples"])
-        return int(f.get_slice(next(iter(f.keys()))).get_shape()[0])
+        return int(f.get_slice("split").get_shape()[0])
 
 
 def read_meta(shards_dir: str | Path) -> dict:

@@ -1,0 +1,137 @@
+"""Reading LeRobot v2.1 / v3.0 datasets with real videos, and prep's windows, splits, resume and parallelism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sigma_vla.data import prep as prep_mod
+from sigma_vla.data.lerobot import LeRobotDataset
+from sigma_vla.data.prep import PrepConfig, run_prep
+from sigma_vla.data.schema import SAMPLE_KEYS, SPLIT_CODES
+from sigma_vla.data.shards import ShardDataset, load_shards, shard_paths
+from sigma_vla.data.validate import validate_dataset
+from tests.data.minidataset import TASKS, frame_level, write_mini_dataset
+
+LENGTHS = (24, 30, 12, 27)
+
+
+@pytest.fixture(scope="module", params=["v3.0", "v2.1"])
+def mini(request, tmp_path_factory):
+    return write_mini_dataset(tmp_path_factory.mktemp(request.param) / "ds", request.param, LENGTHS)
+
+
+def test_reads_metadata_and_columns(mini):
+    ds = LeRobotDataset(mini)
+    assert [e.length for e in ds.episodes] == list(LENGTHS)
+    assert ds.tasks == {0: TASKS[0], 1: TASKS[1]}
+    assert ds.camera_keys == ["observation.images.front"]
+    cols = ds.episode_columns(ds.episodes[1])
+    assert cols["state"].shape == (30, 3) and cols["action"].shape == (30, 2)
+    np.testing.assert_array_equal(cols["frame_index"], np.arange(30))
+    assert validate_dataset(ds) == []
+
+
+def test_prep_windows_match_the_episode(mini, tmp_path):
+    cfg = PrepConfig(horizon=8, chunk=3, image_size=16, shard_size=10, split="train:0.5,val:0.25,test:0.25")
+    meta = run_prep(mini, tmp_path / "s", cfg, progress=False)
+    data = load_shards(tmp_path / "s")
+    assert set(SAMPLE_KEYS) <= set(data)
+    n = sum(max(0, length - 8 + 1) for length in LENGTHS)
+    assert meta["num_samples"] == n == len(data["split"])
+    assert data["vision_inputs"].shape == (n, 1, 3, 16, 16) and data["vision_inputs"].dtype == torch.uint8
+    assert data["gt_action_trajectory"].shape == (n, 8, 2) and data["gt_action_chunk"].shape == (n, 3, 2)
+    ds = LeRobotDataset(mini)
+    for i in [0, 7, n // 2, n - 1]:
+        ep, start = int(data["episode_index"][i]), int(data["frame_index"][i])
+        cols = ds.episode_columns(ds.episodes[ep])
+        np.testing.assert_array_equal(data["gt_action_trajectory"][i].numpy(), cols["action"][start:start + 8])
+        np.testing.assert_array_equal(data["gt_action_chunk"][i].numpy(), cols["action"][start:start + 3])
+        np.testing.assert_array_equal(data["robot_state"][i].numpy(), cols["state"][start])
+        norms = np.linalg.norm(cols["action"][start:start + 8], axis=1)
+        assert float(data["avg_action_l2"][i]) == pytest.approx(norms.mean(), rel=1e-5)
+        assert float(data["max_action_l2"][i]) == pytest.approx(norms.max(), rel=1e-5)
+        # the decoded frame is the one at the window start (flat gray level encodes the frame)
+        level = data["vision_inputs"][i].float().mean().item()
+        assert abs(level - frame_level(ep, start)) < 4, (ep, start, level)
+    # splits are by episode, never by window
+    for ep in set(data["episode_index"].tolist()):
+        assert len(set(data["split"][data["episode_index"] == ep].tolist())) == 1
+    assert meta["episodes"]["per_split"] == {"train": 2, "val": 1, "test": 1, "base": 0}
+    assert len(meta["normalization"]["action"]["mean"]) == 2
+
+
+def test_av1_video_is_decoded(tmp_path):
+    root = write_mini_dataset(tmp_path / "av1", "v3.0", (12, 10), size=64, codec="av1")
+    meta = run_prep(root, tmp_path / "s", PrepConfig(horizon=4, chunk=2, image_size=8), progress=False)
+    data = load_shards(tmp_path / "s")
+    assert meta["num_samples"] == 9 + 7
+    i = 12  # second episode, window start 3
+    assert int(data["episode_index"][i]) == 1 and int(data["frame_index"][i]) == 3
+    assert abs(data["vision_inputs"][i].float().mean().item() - frame_level(1, 3)) < 4
+
+
+def test_min_action_norm_drops_static_windows(mini, tmp_path):
+    full = run_prep(mini, tmp_path / "a", PrepConfig(horizon=8, state_only=True), progress=False)
+    data = load_shards(tmp_path / "a")
+    threshold = float(np.median(data["avg_action_l2"].numpy()))
+    cut = run_prep(mini, tmp_path / "b", PrepConfig(horizon=8, state_only=True, min_action_norm=threshold),
+                   progress=False)
+    kept = load_shards(tmp_path / "b")["avg_action_l2"]
+    assert (kept >= threshold).all()
+    assert cut["num_samples"] + cut["windows"]["windows_dropped_static"] == full["num_samples"]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_identical_shards(mini, tmp_path, monkeypatch):
+    cfg = PrepConfig(horizon=8, chunk=3, image_size=16, shard_size=7)
+    run_prep(mini, tmp_path / "whole", cfg, progress=False)
+    real_write, calls = prep_mod.ShardWriter._flush, []
+
+    def dying_flush(self, n):
+        if len(calls) == 3:
+            raise Killed()
+        calls.append(n)
+        real_write(self, n)
+
+    monkeypatch.setattr(prep_mod.ShardWriter, "_flush", dying_flush)
+    with pytest.raises(Killed):
+        run_prep(mini, tmp_path / "resumed", cfg, progress=False)
+    assert len(shard_paths(tmp_path / "resumed")) == 3
+    assert json.loads((tmp_path / "resumed/meta.json").read_text())["status"] == "in_progress"
+    monkeypatch.setattr(prep_mod.ShardWriter, "_flush", real_write)
+    run_prep(mini, tmp_path / "resumed", cfg, progress=False)
+    whole, resumed = shard_paths(tmp_path / "whole"), shard_paths(tmp_path / "resumed")
+    assert [p.name for p in whole] == [p.name for p in resumed]
+    for a, b in zip(whole, resumed):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_workers_give_identical_shards(mini, tmp_path):
+    cfg = PrepConfig(horizon=8, chunk=3, image_size=16, shard_size=16)
+    run_prep(mini, tmp_path / "one", cfg, workers=1, progress=False)
+    run_prep(mini, tmp_path / "two", cfg, workers=2, progress=False)
+    for a, b in zip(shard_paths(tmp_path / "one"), shard_paths(tmp_path / "two"), strict=True):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_shard_dataset_filters_split(mini, tmp_path):
+    run_prep(mini, tmp_path / "s", PrepConfig(horizon=8, state_only=True), progress=False)
+    train = ShardDataset(tmp_path / "s", split="train")
+    assert len(train) > 0 and all(int(train[i]["split"]) == SPLIT_CODES["train"] for i in range(len(train)))
+    assert train.tasks == TASKS
+
+
+def test_real_fixture_state_only(tmp_path):
+    from tests.conftest import FIXTURE
+
+    meta = run_prep(FIXTURE, tmp_path / "s", PrepConfig(state_only=True), progress=False)
+    assert meta["num_samples"] == 1492 - 4 * 15
+    assert meta["state_dim"] == 6 and meta["cameras"] == []
+    assert ShardDataset(tmp_path / "s")[0]["vision_inputs"].shape == (0, 3, 128, 128)
