@@ -10,8 +10,6 @@ stream, and validation runs under a forked RNG, so N steps + resume + M steps eq
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -118,7 +116,9 @@ class _Logs:
     def __init__(self, run_dir: Path, main: bool, resume_step: int | None):
         self.main = main
         self.train = CsvLog(run_dir / TRAIN_LOG, TRAIN_COLUMNS, resume_step) if main else None
-        self.val = CsvLog(run_dir / VAL_LOG, VAL_COLUMNS, resume_step) if main else None
+        # a val row at step S describes the model after S updates (the checkpointed state): kept on resume at S
+        val_resume = None if resume_step is None else resume_step + 1
+        self.val = CsvLog(run_dir / VAL_LOG, VAL_COLUMNS, val_resume) if main else None
         self.tb = TensorBoardLog(run_dir, enabled=main)
 
     def write(self, row: dict, kind: str = "train") -> None:
@@ -291,7 +291,3 @@ def _rank_digests(acc, task) -> list[int]:
             h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     local = torch.tensor([int(h.hexdigest()[:15], 16)], dtype=torch.int64, device=acc.device)
     return [int(x) for x in acc.gather(local).tolist()] if acc.num_processes > 1 else [int(local.item())]
-
-
-def nan_guard(value: float) -> float:
-    return value if math.isfinite(value) else float("nan")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -24,10 +23,14 @@ class ToyNet(nn.Module):
 
 
 class ToyTask:
-    def __init__(self, poison_steps: set[int] | None = None):
+    """poison_steps: steps whose loss is NaN, on the first attempt only, or on every attempt with persistent=True."""
+
+    def __init__(self, poison_steps: set[int] | None = None, persistent: bool = False):
         torch.manual_seed(0)
         self.model = ToyNet()
-        self.poison_steps = poison_steps or set()
+        self.poison_steps = set(poison_steps or ())
+        self.persistent = persistent
+        self.poisoned: set[int] = set()
 
     def param_groups(self, trainable: str):
         for p in self.model.frozen.parameters():
@@ -40,8 +43,9 @@ class ToyTask:
     def loss(self, model, batch, step):
         pred = model(batch["x"])
         loss = ((pred - batch["y"]) ** 2).mean()
-        if step in self.poison_steps and model.training:
+        if step in self.poison_steps and model.training and (self.persistent or step not in self.poisoned):
             loss = loss * float("nan")
+            self.poisoned.add(step)
         return loss, {"loss": loss.detach(), "L_act": loss.detach()}
 
     def save_model(self, model, directory: Path):
@@ -57,6 +61,3 @@ def toy_data(n: int = 64, seed: int = 1) -> TensorDictDataset:
     return TensorDictDataset({"x": x, "y": torch.stack([x.sum(1), x[:, 0] - x[:, 1]], 1)})
 
 
-@pytest.fixture
-def toy():
-    return ToyTask, toy_data
