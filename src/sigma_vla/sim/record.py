@@ -1,9 +1,10 @@
-"""`sigma record`: scripted-expert pick-and-place demonstrations in the SO-101 simulator -> LeRobot v3.0 (DESIGN 1.1).
+"""`sigma record`: scripted-expert SO-101 pick-and-place demonstrations -> LeRobot v3.0 (DESIGN 1.1).
 
-Episode attempt i uses seed `episode_seed(seed, i)`; from it alone come the zone and the instruction (our RNG),
-the block position (the env's RNG) and the goal inside the zone (SO101Sim), so an episode is reproducible from
-its recorded `sigma/seed` and the output is identical for any number of workers (results are gathered in
-attempt order). Only successful episodes are kept; the rest are counted as discarded.
+Episode attempt i uses seed `episode_seed(seed, i)`; from it alone come the zone and the instruction (our
+RNG), the block position (the env's RNG) and the goal inside the zone (SO101Sim), so an episode is
+reproducible from its recorded `sigma/seed`, and the output is identical for any number of workers
+(results are gathered in attempt order). Only successful episodes are kept; the rest are counted as
+discarded.
 
 Instructions are drawn from all templates of the zone, held-out ones included: every episode carries
 `sigma/held_out`, and the training split must exclude held-out episodes (DESIGN 3) while evaluation uses them.
@@ -20,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from sigma_vla.data.lerobot_writer import CODECS, DatasetSpec, EpisodeRecord, LeRobotV30Writer, check_output_dir
+from sigma_vla.data.lerobot_writer import (
+    CODECS,
+    DatasetSpec,
+    EpisodeRecord,
+    LeRobotV30Writer,
+    check_output_dir,
+)
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, sample_instruction
 from sigma_vla.sim.so101 import ACTION_NAMES, FPS, MAX_STEPS, ROBOT_TYPE, STATE_NAMES, SO101Sim
@@ -49,7 +56,7 @@ class RecordConfig:
     def __post_init__(self) -> None:
         checks = {
             "episodes": (self.episodes >= 1, "must be >= 1"),
-            "image_size": (self.image_size >= 16 and self.image_size % 2 == 0, "must be an even number >= 16"),
+            "image_size": (self.image_size >= 16 and self.image_size % 2 == 0, "must be even and >= 16"),
             "seed": (self.seed >= 0, "must be >= 0"),
             "codec": (self.codec in CODECS, f"must be one of {', '.join(CODECS)}"),
             "workers": (self.workers >= 1, "must be >= 1"),
@@ -117,23 +124,32 @@ def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MA
     steps = len(actions)
     if not success:
         s = sim.image_size
-        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos, np.zeros((0, 14), np.float32),
-                             np.zeros((0, 4), np.float32), np.zeros((0, s, s, 3), np.uint8))
-    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos, np.stack(states).astype(np.float32),
-                         np.stack(actions).astype(np.float32), np.stack(frames))
+        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos,
+                             np.zeros((0, 14), np.float32), np.zeros((0, 4), np.float32),
+                             np.zeros((0, s, s, 3), np.uint8))
+    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos,
+                         np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
+                         np.stack(frames))
 
 
-# ---- workers ---------------------------------------------------------------------------------------------------
+# ---- workers ----------------------------------------------------------------------------------------------
 _WORKER_SIM: SO101Sim | None = None
+_WORKER_ERROR: SigmaError | None = None
 
 
 def _init_worker(image_size: int, max_steps: int) -> None:
-    """Each worker process owns one simulator (and one GL context) for its lifetime."""
-    global _WORKER_SIM
-    _WORKER_SIM = SO101Sim(image_size=image_size, max_steps=max_steps)
+    """Each worker process owns one simulator (and one GL context) for its lifetime. A failure is kept and
+    raised by the first task: a raising Pool initializer would make the pool respawn workers forever."""
+    global _WORKER_SIM, _WORKER_ERROR
+    try:
+        _WORKER_SIM = SO101Sim(image_size=image_size, max_steps=max_steps)
+    except SigmaError as err:
+        _WORKER_ERROR = err
 
 
 def _worker_episode(args: tuple[int, int, int]) -> EpisodeResult:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     base_seed, attempt, max_steps = args
     assert _WORKER_SIM is not None
     return run_episode(_WORKER_SIM, base_seed, attempt, max_steps)
@@ -158,8 +174,8 @@ def to_record(result: EpisodeResult) -> EpisodeRecord:
     ins = result.instruction
     return EpisodeRecord(
         state=result.state, action=result.action, frames={CAMERA_KEY: result.frames}, task=ins.text,
-        extra={"sigma/zone": ins.zone, "sigma/template_id": ins.template_id, "sigma/instruction_kind": ins.kind,
-               "sigma/held_out": ins.held_out, "sigma/seed": result.seed,
+        extra={"sigma/zone": ins.zone, "sigma/template_id": ins.template_id,
+               "sigma/instruction_kind": ins.kind, "sigma/held_out": ins.held_out, "sigma/seed": result.seed,
                "sigma/goal_pos": [float(v) for v in result.goal_pos]})
 
 
@@ -178,7 +194,8 @@ def record_dataset(config: RecordConfig, out: Path, progress: bool = True) -> Re
     start = time.perf_counter()
     kept, discarded, frames = 0, [], 0
     with LeRobotV30Writer(out, dataset_spec(config)) as writer:
-        bar = tqdm(iter_episodes(config), total=config.episodes, desc="record", unit="ep", disable=not progress)
+        bar = tqdm(iter_episodes(config), total=config.episodes, desc="record", unit="ep",
+                   disable=not progress)
         for result in bar:
             if result.success:
                 writer.add_episode(to_record(result))

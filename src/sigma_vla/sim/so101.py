@@ -4,8 +4,9 @@ Everything else in sigma_vla (recording, closed-loop rollouts) talks to `SO101Si
 is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
 
 - `gym.make(ENV_ID, image_obs=True, random_block_position=True, action_scale=0.025, render_spec=...)`; the
-  observation is {"agent_pos": (14,) float32, "pixels": {"front": (H, W, 3) uint8}}; actions [dx, dy, dz, grasp]
-  (deltas in [-1, 1] x action_scale metres, grasp absolute: 0 closed, 1 open); 10 Hz; 300-step time limit.
+  observation is {"agent_pos": (14,) float32, "pixels": {"front": (H, W, 3) uint8}}; actions
+  [dx, dy, dz, grasp] (deltas in [-1, 1] x action_scale metres, grasp absolute: 0 closed, 1 open); 10 Hz;
+  300-step time limit.
 - The goal is drawn in `SO101PickPlaceGymEnv.reset` (uniform on x 0.15..0.30, y -0.10..0.10, at least 0.08 m
   from the block) and stored in the private `_goal_pos` (the public `goal_pos` property has no setter). We
   override it after reset with a goal from a named zone (sigma_vla.sim.instructions) and, when the package's
@@ -27,7 +28,7 @@ import numpy as np
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import get_zone, sample_goal_xy
 
-# mujoco picks its GL backend when first imported (lazily, in _import_package); headless EGL unless told otherwise.
+# mujoco picks its GL backend when first imported (lazily, in _import_package): headless EGL by default.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 ENV_ID = "lerobot_env_so101/SO101PickPlace-v0"
@@ -46,7 +47,7 @@ STATE_NAMES: tuple[str, ...] = (*(f"{j}.pos" for j in _JOINTS), *(f"{j}.vel" for
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grasp")
 CAMERA = "front"
 
-_EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's llvmpipe renders without a GPU), "
+_EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's llvmpipe needs no GPU), "
              "or use OSMesa: apt-get install libosmesa6 and set MUJOCO_GL=osmesa")
 
 
@@ -145,13 +146,13 @@ class SO101Sim:
             self.close()
             raise
 
-    # ---- episode ----------------------------------------------------------------------------------------------
+    # ---- episode ------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, zone: str | None = None,
               goal_xy: np.ndarray | None = None) -> Observation:
         """Start an episode. The goal comes from `goal_xy`, else uniformly from `zone`, else the package's own
         distribution. With a seed the episode is a pure function of (seed, zone, goal_xy)."""
         if seed is not None:
-            self._rng = np.random.default_rng([int(seed), 1])  # goal stream, apart from the env's block stream
+            self._rng = np.random.default_rng([int(seed), 1])  # goal stream, apart from the env's block RNG
         raw, _ = self._env.reset(seed=None if seed is None else int(seed))
         if zone is not None or goal_xy is not None:
             goal = np.asarray(goal_xy if goal_xy is not None else sample_goal_xy(self._rng, zone), np.float64)
@@ -193,7 +194,7 @@ class SO101Sim:
         return Observation(np.asarray(raw["agent_pos"], dtype=np.float32).copy(),
                            np.asarray(raw["pixels"][CAMERA], dtype=np.uint8).copy())
 
-    # ---- state the rollout code needs -------------------------------------------------------------------------
+    # ---- state the rollout code needs ---------------------------------------------------------------------
     @property
     def goal_pos(self) -> np.ndarray:
         """(3,) world metres where the block centre should rest."""
@@ -217,7 +218,7 @@ class SO101Sim:
         """Block-to-goal distance in the table plane (the success test uses 0.03 m)."""
         return float(np.linalg.norm(self.block_pos[:2] - self.goal_pos[:2]))
 
-    # ---- lifetime ---------------------------------------------------------------------------------------------
+    # ---- lifetime -----------------------------------------------------------------------------------------
     def close(self) -> None:
         """Free the GL context now; left to interpreter exit, EGL teardown prints spurious errors."""
         env = getattr(self, "_env", None)

@@ -23,15 +23,17 @@ class TrafConfig:
 
     alphas: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the paper gives no values: equal weights
     rho: float = 0.3  # paper (Table 1: hard_ratio 0.300)
-    lambda_hard: float = 1.0  # our choice; fits Table 1 (L_act column = L_act + 1.0 * L_act_hard within rounding)
+    lambda_hard: float = 1.0  # our choice; Table 1's numbers are consistent with 1 (its L_act = L_act + L_act_hard)
+    flow_weight: float = 1.0  # our addition: path C's flow-matching loss (the DiT's generative objective)
 
     def __post_init__(self) -> None:
         if len(self.alphas) != 3 or min(self.alphas) < 0:
             raise ValueError(f"traf alphas must be three weights >= 0, got {self.alphas}")
         if not 0.0 <= self.rho <= 1.0:
             raise ValueError(f"traf rho must be in [0, 1], got {self.rho}")
-        if self.lambda_hard < 0:
-            raise ValueError(f"traf lambda_hard must be >= 0, got {self.lambda_hard}")
+        for name in ("lambda_hard", "flow_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"traf {name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class TsacConfig:
     tau_0: float = 1.0  # minimum expected ||tau||
     lambda_collapse: float = 0.1
     eta_var: float = 0.1
+    memory: Literal["episode", "none"] = "episode"  # m_prev source in training (tasks.py); "none": m_prev = 0
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
     def __post_init__(self) -> None:
@@ -52,6 +55,8 @@ class TsacConfig:
                 raise ValueError(f"tsac {name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"tsac temperature must be > 0, got {self.temperature}")
+        if self.memory not in ("episode", "none"):
+            raise ValueError(f"tsac memory must be 'episode' or 'none', got {self.memory!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class TrainConfig:
     log_every: int = 1
     max_nonfinite: int = 3  # this many non-finite steps in a row stop the run
     find_unused_parameters: bool = False
+    # TSAC ramp length as a fraction of `steps` (Table 1: 82 of ~130 steps, 0.63); None uses tsac.curriculum.ramp_steps
+    ramp_fraction: float | None = PAPER_RAMP_STEPS / 130
     traf: TrafConfig = field(default_factory=TrafConfig)
     tsac: TsacConfig = field(default_factory=TsacConfig)
 
@@ -96,8 +103,17 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.ramp_fraction is not None and not 0.0 <= self.ramp_fraction <= 1.0:
+            raise ValueError(f"ramp_fraction must be in [0, 1] or None, got {self.ramp_fraction}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+
+    def curriculum(self) -> CurriculumConfig:
+        """The TSAC curriculum with its ramp resolved against `steps`."""
+        cur = self.tsac.curriculum
+        if self.ramp_fraction is None:
+            return cur
+        return dataclasses.replace(cur, ramp_steps=max(1, round(self.steps * self.ramp_fraction)))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (None values are ignored, so CLI options can pass through)."""
@@ -119,10 +135,3 @@ class TrainConfig:
             raise SigmaError(f"unknown train config keys {sorted(unknown)}", field="train_config")
         return cls(**data, traf=TrafConfig(**traf), tsac=TsacConfig(**tsac, curriculum=CurriculumConfig(**curriculum)))
 
-
-def with_ramp(config: TrainConfig, ramp_steps: int | None = None) -> TrainConfig:
-    """The config with the TSAC ramp set; None keeps the paper's ratio (82 of Table 1's ~130 steps, 63%) of steps."""
-    steps = ramp_steps if ramp_steps is not None else max(1, round(config.steps * PAPER_RAMP_STEPS / 130))
-    return dataclasses.replace(
-        config, tsac=dataclasses.replace(config.tsac, curriculum=dataclasses.replace(config.tsac.curriculum,
-                                                                                     ramp_steps=steps)))

@@ -72,14 +72,20 @@ def make_accelerator(config: TrainConfig):
 
 
 def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config: TrainConfig, run_dir: Path,
-          resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train `task.model` for config.steps optimizer steps, writing checkpoints and logs under run_dir."""
+          resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train `task.model` for config.steps optimizer steps, writing checkpoints and logs under run_dir, and the
+    final model to RUN/model/. stop_after: end this invocation (with a checkpoint) once that many steps are done,
+    as if interrupted: a later `resume=True` call continues the same schedule."""
     acc = make_accelerator(config)
     run_dir = Path(run_dir)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-    groups = task.param_groups(config.trainable)
+    task.model.to(acc.device)
+    groups, unreached = drop_unreached(task, task.param_groups(config.trainable), train_data, config, acc.device)
     report = param_report(task.model, groups)
+    if unreached:
+        report["unreached"] = unreached
+        report["text"] += f"\nleft out (no loss reaches them, frozen): {', '.join(unreached)}"
     optimizer = build_optimizer(groups, config)
     scheduler = build_scheduler(optimizer, config)
     model, optimizer = acc.prepare(task.model, optimizer)
@@ -100,10 +106,12 @@ def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config
     logs = _Logs(run_dir, acc.is_main_process, resume_step)
     loop = _Loop(task, acc, model, optimizer, scheduler, plan, config, run_dir, logs, state)
     try:
-        history = loop.run(train_data, val_data, progress)
+        history = loop.run(train_data, val_data, progress, stop_after)
     finally:
         logs.close()
     digests = _rank_digests(acc, task)
+    if acc.is_main_process and state["step"] >= config.steps:
+        task.save_model(acc.unwrap_model(model), run_dir / "model")
     if acc.is_main_process:
         ckpt.write_json(run_dir / "summary.json", {"steps": state["step"], "skipped_steps": state["skipped"],
                                                     "world_size": acc.num_processes, "rank_weight_digests": digests,
@@ -139,14 +147,16 @@ class _Loop:
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.streak = 0
 
-    def run(self, train_data: Dataset, val_data: Dataset | None, progress: bool) -> list[dict]:
+    def run(self, train_data: Dataset, val_data: Dataset | None, progress: bool,
+            stop_after: int | None = None) -> list[dict]:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=self.cfg.steps, initial=self.state["step"], desc="train", unit="step",
                    disable=not (progress and self.acc.is_main_process))
         history = []
         last_saved = self.state["step"] if self.state["step"] else None
-        while self.state["step"] < self.cfg.steps:
+        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, stop_after)
+        while self.state["step"] < end:
             row = self.step(train_data)
             if row is None:
                 continue
@@ -162,7 +172,8 @@ class _Loop:
         bar.close()
         if last_saved != self.state["step"]:
             self.save()
-        if val_data is not None and self.cfg.val_every and self.state["step"] % self.cfg.val_every:
+        done = self.state["step"] >= self.cfg.steps
+        if done and val_data is not None and self.cfg.val_every and self.state["step"] % self.cfg.val_every:
             self.validate(val_data)
         return history
 
@@ -250,6 +261,8 @@ class _Loop:
             ckpt.begin(self.run_dir, step)
         acc.wait_for_everyone()
         save_state(rng_state(), tmp, f"rng_rank{acc.process_index}")
+        if hasattr(self.task, "state_dict"):
+            save_state(self.task.state_dict(), tmp, f"task_rank{acc.process_index}")
         acc.wait_for_everyone()
         final = None
         if acc.is_main_process:
@@ -276,8 +289,36 @@ def _restore(task, acc, optimizer, scheduler, directory: Path, config: TrainConf
         torch.manual_seed(config.seed + 7919 * acc.process_index + trainer_state["step"])
     else:
         set_rng_state(load_state(directory, rank_file))
+        if hasattr(task, "load_state_dict") and (directory / f"task_rank{acc.process_index}.json").exists():
+            task.load_state_dict(load_state(directory, f"task_rank{acc.process_index}"))
     acc.print(f"resumed from {directory} (step {trainer_state['step']})")
     return {k: int(trainer_state[k]) for k in ("step", "micro_batch", "skipped")}
+
+
+def drop_unreached(task, groups: dict, data: Dataset, config: TrainConfig,
+                   device: torch.device | str = "cpu") -> tuple[dict, list[str]]:
+    """Freeze and leave out trainable parameters that no loss term reaches (found by one probe backward on the first
+    samples, under a forked RNG and with the task's state restored). Why: AdamW would only decay them, and DDP
+    without find_unused_parameters stalls on parameters that never receive a gradient."""
+    saved = task.state_dict() if hasattr(task, "state_dict") else None
+    idx = torch.arange(min(len(data), config.batch_size))
+    with torch.random.fork_rng(devices=[]):
+        batch = {k: v.to(device) for k, v in collate(data, idx).items()}
+        loss, _ = task.loss(task.model, batch, 0)
+        loss.backward()
+    if saved is not None:
+        task.load_state_dict(saved)
+    unreached, kept = [], {}
+    for gname, named in groups.items():
+        kept[gname] = []
+        for name, p in named:
+            if p.grad is None:
+                unreached.append(name)
+                p.requires_grad_(False)
+            else:
+                kept[gname].append((name, p))
+            p.grad = None
+    return {k: v for k, v in kept.items() if v}, unreached
 
 
 def _rank_digests(acc, task) -> list[int]:

@@ -1,0 +1,66 @@
+"""`sigma train` (paper 4.2: LoRA + telepathy heads with TRAF and TSAC, or the base fine-tuned as the control
+group) and `sigma plot-losses` (Table 1's columns as curves).
+
+Multi-process: `accelerate launch --num_processes 2 --cpu -m sigma_vla.cli.main train SHARDS --out RUN ...`
+(gloo on CPU; on GPUs drop --cpu, add --multi_gpu, and --num_machines / --machine_rank / --main_process_ip for
+several nodes). --batch-size is per process and micro-batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.training.config import MIXED_PRECISION
+
+
+def train(
+    shards: Path = typer.Argument(..., help="Shard directory written by `sigma prep` (train and val splits)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (logs, checkpoints, final model)."),
+    config: str = typer.Option("demo", "--config", help="Named experiment: tiny, demo or pi05."),
+    steps: int = typer.Option(None, "--steps", help="Optimizer steps (default: the experiment's)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Samples per process and micro-batch."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
+    seed: int = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --out."),
+    stop_after: int = typer.Option(None, "--stop-after", help="End this invocation after N steps (resume later)."),
+    finetune_base: Path = typer.Option(None, "--finetune-base",
+                                       help="Fine-tune this base-policy directory instead (the control group)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train Sigma (or fine-tune the base) on SHARDS; see RUN/train_log.csv and `sigma plot-losses RUN`."""
+    from sigma_vla.training.run import finetune_base as run_base
+    from sigma_vla.training.run import train_sigma
+
+    if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
+        raise SigmaError(f"must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}",
+                         field="--mixed-precision")
+    if not shards.is_dir():
+        raise SigmaError("not a directory", file=shards)
+    overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
+                 "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
+    if finetune_base is not None:
+        result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after)
+    else:
+        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after)
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        last = result.history[-1] if result.history else {}
+        loss = f", last loss {last['loss']:.4g}" if "loss" in last else ""
+        typer.echo(f"trained {result.steps} steps ({result.skipped_steps} skipped){loss}; run in {out}")
+
+
+def plot_losses(
+    run: Path = typer.Argument(..., help="Run directory of `sigma train`."),
+    out: Path = typer.Option(None, "--out", help="PNG path (default RUN/loss_dynamics.png)."),
+) -> None:
+    """Draw the loss dynamics of a run (Table 1's columns) as a PNG."""
+    from sigma_vla.training.logs import plot_losses as draw
+
+    typer.echo(f"wrote {draw(run, out)}")

@@ -1,0 +1,27 @@
+"""The Sigma model (paper section 3): config, the three workspaces, the MLLM backbone seam and the base-policy seam.
+
+Public API: SigmaConfig (+ VisionConfig, LanguageConfig, ActionConfig, BackboneConfig), SigmaModel, SigmaOutput,
+make_fake_batch, Backbone / HFBackbone / build_backbone, TextTokenizer / TaskTokens, and the base policies
+(BasePolicy, TinyBasePolicy, TinyBaseConfig, LeRobotPolicyBase). Importing this package never imports lerobot.
+"""
+
+from sigma_vla.models.backbone import Backbone, HFBackbone, build_backbone
+from sigma_vla.models.base_policy import BasePolicy, TinyBaseConfig, TinyBasePolicy, base_action_dict, load_base_policy
+from sigma_vla.models.config import (
+    ActionConfig,
+    BackboneConfig,
+    ConfigError,
+    LanguageConfig,
+    SigmaConfig,
+    VisionConfig,
+)
+from sigma_vla.models.fake import make_fake_batch
+from sigma_vla.models.lerobot_base import LeRobotPolicyBase
+from sigma_vla.models.sigma import SigmaModel, SigmaOutput
+from sigma_vla.models.text import TaskTokens, TextTokenizer
+
+__all__ = [
+    "ActionConfig", "Backbone", "BackboneConfig", "BasePolicy", "ConfigError", "HFBackbone", "LanguageConfig",
+    "LeRobotPolicyBase", "SigmaConfig", "SigmaModel", "SigmaOutput", "TaskTokens", "TextTokenizer", "TinyBaseConfig",
+    "TinyBasePolicy", "VisionConfig", "base_action_dict", "build_backbone", "load_base_policy", "make_fake_batch",
+]

@@ -1,0 +1,194 @@
+"""The base-policy seam (DESIGN 1, 3): the frozen VLA that Sigma corrects with residuals (paper 4.2.1, TRAF).
+
+A base is anything that maps an observation batch to an action chunk (B, T, Da) in the shards' normalised units and
+declares its action dim and horizon. `sigma base-actions` runs it once over every shard, so training never runs it.
+- `TinyBasePolicy`: the embedded default, a small ACT-like VLA (conv vision, MiniLM text embedding, state, a small
+  transformer, a chunk head), trained by `sigma train-base` on episodes disjoint from Sigma's splits and with a
+  generic instruction, then frozen.
+- `LeRobotPolicyBase` (lerobot_base.py): any LeRobot policy object with `predict_action_chunk`.
+
+Shape legend (data/schema.py): B batch, T horizon, C chunk, Da action dim, Ds state dim, V cameras, S image side,
+L text length, N tokens, W width.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.models.checkpoint import CONFIG_FILE, load_state_checked, read_model_dir, save_model_dir
+from sigma_vla.models.config import ConfigError
+from sigma_vla.models.layers import masked_mean
+
+TINY_BASE_KIND = "sigma-vla/TinyBasePolicy"
+
+
+class BasePolicy(ABC):
+    """An observation batch (the batch contract's observation keys) -> action chunk (B, horizon, action_dim)."""
+
+    action_dim: int
+    horizon: int
+
+    @abstractmethod
+    def predict_chunk(self, batch: dict[str, Any]) -> Tensor:
+        """(B, horizon, action_dim) float32 in the shards' normalised action units, without gradients."""
+
+    def reset(self) -> None:
+        """Clear any per-episode state (LeRobot policies keep action queues)."""
+
+
+def base_action_dict(chunk: Tensor, chunk_len: int) -> dict[str, Tensor]:
+    """A base's (B, T, Da) prediction as the schema.BASE_ACTION_KEYS TRAF uses: step 0, the first C steps, all T."""
+    return {"base_action_vector": chunk[:, 0],  # (B, Da)
+            "base_action_chunk": chunk[:, :chunk_len],  # (B, C, Da)
+            "base_action_trajectory": chunk}  # (B, T, Da)
+
+
+@dataclass
+class TinyBaseConfig:
+    """The embedded base. Dims must match the shards' meta.json (`sigma train-base` copies them)."""
+
+    state_dim: int = 14
+    action_dim: int = 4
+    horizon: int = 16
+    num_cameras: int = 1
+    grid: int = 6  # conv features pooled to grid x grid tokens per camera, whatever the image side
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    text_max_len: int = 24
+    pretrained_text: bool = True  # MiniLM's word-embedding table (frozen); False: a random table (tests)
+    vocab_size: int = 30522
+    text_dim: int = 384
+
+    def __post_init__(self) -> None:
+        for name in ("state_dim", "action_dim", "horizon", "grid", "width", "layers", "heads", "text_max_len",
+                     "vocab_size", "text_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=f"base.{name}")
+        if self.num_cameras < 0:
+            raise ConfigError(f"must be >= 0, got {self.num_cameras}", field="base.num_cameras")
+        if self.width % self.heads:
+            raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}", field="base.heads")
+        if self.pretrained_text and (self.vocab_size, self.text_dim) != (30522, 384):
+            raise ConfigError("the pretrained MiniLM table is 30522 x 384, got "
+                              f"{self.vocab_size} x {self.text_dim}", field="base.pretrained_text")
+
+    @classmethod
+    def tiny(cls, **kw: Any) -> TinyBaseConfig:
+        base = dict(state_dim=6, action_dim=4, horizon=6, num_cameras=2, grid=2, width=16, layers=1, heads=2,
+                    text_max_len=8, pretrained_text=False, vocab_size=30522, text_dim=16)
+        return cls(**{**base, **kw})
+
+
+class ConvEncoder(nn.Module):
+    """Four stride-2 convs and an adaptive pool: (B, 3, S, S) -> grid^2 tokens of width W."""
+
+    def __init__(self, width: int, grid: int):
+        super().__init__()
+        chans = [3, 32, 64, 96, width]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = F.gelu(conv(x))  # (B, c, S/2^i, S/2^i)
+        return rearrange(self.pool(x), "b c h w -> b (h w) c")  # (B, grid^2, W)
+
+
+class TinyBasePolicy(nn.Module, BasePolicy):
+    """A small VLA: camera tokens + one text token + one state token + T action queries -> transformer -> chunk."""
+
+    def __init__(self, config: TinyBaseConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or TinyBaseConfig()
+        w = cfg.width
+        self.cameras = nn.ModuleList(ConvEncoder(w, cfg.grid) for _ in range(cfg.num_cameras))
+        self.camera_pos = nn.Parameter(torch.randn(max(cfg.num_cameras, 1), cfg.grid**2, w) * 0.02)  # (V, g^2, W)
+        self.text_table = nn.Embedding(cfg.vocab_size, cfg.text_dim, padding_idx=0)
+        if cfg.pretrained_text:
+            from sigma_vla.models.backbone import load_minilm
+
+            with torch.no_grad():
+                self.text_table.weight.copy_(load_minilm().get_input_embeddings().weight)
+        self.text_table.weight.requires_grad_(False)  # frozen MiniLM word embeddings
+        self.text_proj = nn.Linear(cfg.text_dim, w)
+        self.state_proj = nn.Linear(cfg.state_dim, w)
+        self.queries = nn.Parameter(torch.randn(cfg.horizon, w) * 0.02)  # (T, W)
+        layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, cfg.dropout, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(w)
+        self.head = nn.Linear(w, cfg.action_dim)
+
+    @property
+    def action_dim(self) -> int:  # type: ignore[override]
+        return self.config.action_dim
+
+    @property
+    def horizon(self) -> int:  # type: ignore[override]
+        return self.config.horizon
+
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        """-> (B, T, Da), with gradients (training); `predict_chunk` is the frozen inference call."""
+        tokens = [self._text_token(batch), self.state_proj(batch["robot_state"].float()).unsqueeze(1)]  # (B, 1, W)
+        if self.config.num_cameras:
+            frames = batch["vision_inputs"]  # (B, V, 3, S, S) uint8
+            frames = frames.float() / 255.0 * 2 - 1 if frames.dtype == torch.uint8 else frames.float() * 2 - 1
+            for i, enc in enumerate(self.cameras):
+                tokens.append(enc(frames[:, i]) + self.camera_pos[i])  # (B, g^2, W)
+        b = tokens[0].shape[0]
+        tokens.append(self.queries.expand(b, -1, -1))  # (B, T, W)
+        x = self.encoder(torch.cat(tokens, dim=1))  # (B, N, W)
+        return self.head(self.ln(x[:, -self.config.horizon:]))  # (B, T, Da)
+
+    def _text_token(self, batch: dict[str, Any]) -> Tensor:
+        ids = batch["text_input_ids"]  # (B, L)
+        mask = batch.get("text_attention_mask")
+        emb = self.text_table(ids)  # (B, L, text_dim)
+        return self.text_proj(masked_mean(emb, None if mask is None else mask.bool())).unsqueeze(1)  # (B, 1, W)
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """Per-sample MSE (B,) against gt_action_trajectory; metrics for the log."""
+        err = (self(batch) - batch["gt_action_trajectory"].float()).pow(2).mean(dim=(1, 2))  # (B,)
+        return err, {"mse": float(err.mean().detach())}
+
+    @torch.no_grad()
+    def predict_chunk(self, batch: dict[str, Any]) -> Tensor:
+        was = self.training
+        self.eval()
+        try:
+            return self(batch)  # (B, T, Da)
+        finally:
+            self.train(was)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        skip = ["text_table.weight"] if self.config.pretrained_text else []
+        return save_model_dir(directory, self, asdict(self.config), TINY_BASE_KIND, skip)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> TinyBasePolicy:
+        config, state, skipped = read_model_dir(directory, TINY_BASE_KIND)
+        model = cls(TinyBaseConfig(**config))
+        load_state_checked(model, state, skipped, directory)
+        return model
+
+
+def load_base_policy(directory: str | Path) -> BasePolicy:
+    """A frozen base from a model directory written by `sigma train-base` (TinyBasePolicy). A LeRobot base is built
+    in Python instead: LeRobotPolicyBase(your_policy, ...)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise SigmaError("missing: not a base-policy directory (run `sigma train-base` first)", file=path)
+    base = TinyBasePolicy.from_pretrained(directory)
+    base.requires_grad_(False)
+    return base.eval()

@@ -1,0 +1,71 @@
+"""Model directories: `model.safetensors` + `config.json`, written atomically, read without pickle (DESIGN 3).
+
+Frozen weights that an installed package can rebuild exactly (the pretrained MiniLM) are left out of the file and
+restored by building the model from its config; the loader checks that nothing else is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from sigma_vla.errors import SigmaError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model_dir(directory: str | Path, module: nn.Module, config: dict[str, Any], kind: str,
+                   skip_keys: Iterable[str] = ()) -> Path:
+    """Write module's state dict (minus skip_keys) and {'kind', 'config', 'skipped_frozen'} as config.json."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = set(skip_keys)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items() if k not in skip}
+    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"kind": kind}))
+    meta = {"kind": kind, "config": config, "skipped_frozen": sorted(skip)}
+    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    return out
+
+
+def read_model_dir(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, Tensor], list[str]]:
+    """-> (config dict, state dict, keys that were skipped as frozen). Errors name the file and what is wrong."""
+    d = Path(directory)
+    cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise SigmaError(f"missing (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})", file=p)
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise SigmaError(f"not valid JSON: {err}", file=cfg_path) from err
+    if meta.get("kind") != kind:
+        raise SigmaError(f"holds a {meta.get('kind')!r}, expected {kind!r}", file=cfg_path, field="kind")
+    return meta["config"], load_file(str(w_path)), list(meta.get("skipped_frozen", []))
+
+
+def load_state_checked(module: nn.Module, state: dict[str, Tensor], skipped: list[str], source: str | Path) -> None:
+    """Load state into module; only keys recorded as skipped-frozen may be missing, nothing may be unexpected."""
+    result = module.load_state_dict(state, strict=False)
+    missing = sorted(set(result.missing_keys) - set(skipped))
+    if missing or result.unexpected_keys:
+        raise SigmaError(f"weights do not fit the config: missing {missing[:5]}, unexpected "
+                         f"{sorted(result.unexpected_keys)[:5]}", file=source)

@@ -1,0 +1,10 @@
+"""Serving a policy to a robot over websockets (issue 6): `sigma serve`, the server and the served interface.
+
+The robot side is `sigma_vla.client` (numpy + msgpack + websockets only); the wire format both use is
+`sigma_vla.wire`.
+"""
+
+from sigma_vla.serving.protocol import PolicyFactory, PolicyOutputError, ServedPolicy
+from sigma_vla.serving.server import PolicyServer, ServerConfig, ServerThread
+
+__all__ = ["PolicyFactory", "PolicyOutputError", "PolicyServer", "ServedPolicy", "ServerConfig", "ServerThread"]

@@ -1,0 +1,107 @@
+"""Assemble a training run from a shard directory and a named experiment: the Sigma run (paper 4.2) and the
+fine-tuned base control group (DESIGN 3: same train split, same loop, same step budget).
+
+RUN/ holds: run.json (what was trained on what), train_config.json, param_report.json, train_log.csv, val_log.csv,
+checkpoints/step_XXXXXX/, model/ (the final model: model.safetensors + config.json), summary.json, tensorboard/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.training import checkpoint as ckpt
+from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.registry import get_experiment, model_config_for
+from sigma_vla.training.tasks import BaseFinetuneTask, SigmaTask
+from sigma_vla.training.trainer import TrainResult, train
+from sigma_vla.training.transforms import BatchTransform
+
+RUN_FILE = "run.json"
+
+
+def load_splits(shards: Path) -> tuple[Any, Any | None, dict]:
+    """(train dataset, val dataset or None when the val split is empty, meta)."""
+    from sigma_vla.data.shards import ShardDataset
+
+    train_ds = ShardDataset(shards, "train")
+    if len(train_ds) == 0:
+        raise SigmaError("the train split has no samples", file=shards, field="split")
+    val_ds = ShardDataset(shards, "val")
+    return train_ds, (val_ds if len(val_ds) else None), train_ds.meta
+
+
+def resolve_config(name: str, overrides: dict[str, Any]) -> TrainConfig:
+    """The experiment's TrainConfig with CLI overrides (None = keep); bad values become one-line SigmaErrors."""
+    try:
+        return get_experiment(name).train.replace(**overrides)
+    except ValueError as err:
+        raise SigmaError(str(err), field="train config") from err
+
+
+def check_run_dir(out: Path, kind: str, identity: dict[str, Any], resume: bool) -> None:
+    """Refuse to mix runs: a fresh run never overwrites checkpoints, a resumed one must be the same kind of run."""
+    existing = ckpt.latest_checkpoint(out)
+    if existing is not None and not resume:
+        raise SigmaError("already holds checkpoints; pass --resume to continue it or choose another --out", file=out)
+    run_file = out / RUN_FILE
+    if resume and run_file.exists():
+        before = json.loads(run_file.read_text())
+        for key in ("kind", "experiment"):
+            if before.get(key) != identity.get(key):
+                raise SigmaError(f"cannot resume: this run is {key}={before.get(key)!r}, asked {identity.get(key)!r}",
+                                 file=run_file, field=key)
+
+
+def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps(identity, indent=2))
+
+
+def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
+                resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """`sigma train`: LoRA + telepathy heads with TRAF and TSAC on the train split, validation on the val split."""
+    from sigma_vla.models import SigmaModel
+
+    shards, out = Path(shards), Path(out)
+    config = resolve_config(experiment, overrides or {})
+    train_ds, val_ds, meta = load_splits(shards)
+    model_cfg = model_config_for(meta, get_experiment(experiment).model_preset_config())
+    identity = {"kind": "sigma", "experiment": experiment, "shards": str(shards.resolve()),
+                "model_config": model_cfg.to_dict()}
+    check_run_dir(out, "sigma", identity, resume)
+    torch.manual_seed(config.seed)  # identical initial weights on every rank and in every rerun
+    model = SigmaModel(model_cfg)
+    text_len = model_cfg.language.text_max_len if model_cfg.language.text_mode == "tokens" else None
+    task = SigmaTask(model, config, BatchTransform.from_meta(meta, text_len))
+    _write_run_file(out, identity)
+    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after)
+
+
+def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "demo",
+                  overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
+                  stop_after: int | None = None) -> TrainResult:
+    """`sigma train --finetune-base DIR`: the base policy fine-tuned on Sigma's train split with Sigma's budget."""
+    from sigma_vla.models.base_policy import TinyBasePolicy
+
+    shards, out = Path(shards), Path(out)
+    config = resolve_config(experiment, overrides or {})
+    train_ds, val_ds, meta = load_splits(shards)
+    if not (Path(base_dir) / "config.json").is_file():
+        raise SigmaError("not a base-policy directory (run `sigma train-base` first)", file=base_dir,
+                         field="--finetune-base")
+    base = TinyBasePolicy.from_pretrained(base_dir)
+    chunk = int((meta.get("params") or {}).get("chunk", base.horizon))
+    identity = {"kind": "base", "experiment": experiment, "shards": str(shards.resolve()),
+                "base": str(Path(base_dir).resolve())}
+    check_run_dir(out, "base", identity, resume)
+    task = BaseFinetuneTask(base, config, BatchTransform.from_meta(meta, base.config.text_max_len), chunk)
+    _write_run_file(out, identity)
+    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after)

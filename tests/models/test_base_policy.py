@@ -1,0 +1,121 @@
+"""The base-policy seam: TinyBasePolicy (train, freeze, save/load) and LeRobotPolicyBase with a LeRobot stand-in."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import Tensor
+
+from sigma_vla.models import (
+    BasePolicy,
+    LeRobotPolicyBase,
+    SigmaConfig,
+    SigmaModel,
+    TinyBaseConfig,
+    TinyBasePolicy,
+    base_action_dict,
+    load_base_policy,
+    make_fake_batch,
+)
+
+B = 3
+
+
+@pytest.fixture(scope="module")
+def batch() -> dict[str, Tensor]:
+    return make_fake_batch(SigmaConfig.tiny(), B)
+
+
+def test_tiny_base_predicts_a_chunk_and_trains(batch: dict) -> None:
+    torch.manual_seed(0)
+    base = TinyBasePolicy(TinyBaseConfig.tiny())
+    assert isinstance(base, BasePolicy) and (base.action_dim, base.horizon) == (4, 6)
+    loss, metrics = base.compute_loss(batch)
+    assert loss.shape == (B,) and metrics["mse"] > 0
+    loss.mean().backward()
+    assert base.text_table.weight.grad is None  # MiniLM word embeddings stay frozen
+    assert base.head.weight.grad.abs().sum() > 0
+    chunk = base.predict_chunk(batch)
+    assert chunk.shape == (B, 6, 4) and not chunk.requires_grad
+    keys = base_action_dict(chunk, 3)
+    assert keys["base_action_chunk"].shape == (B, 3, 4) and torch.equal(keys["base_action_vector"], chunk[:, 0])
+
+
+def test_training_sigma_never_touches_the_base(batch: dict) -> None:
+    base = TinyBasePolicy(TinyBaseConfig.tiny())
+    sigma = SigmaModel(SigmaConfig.tiny())
+    final = base.predict_chunk(batch) + sigma(batch).action_trajectory  # TRAF: a = a_base + model output
+    final.pow(2).mean().backward()
+    assert all(p.grad is None for p in base.parameters())
+
+
+def test_tiny_base_save_load_round_trip(batch: dict, tmp_path) -> None:
+    base = TinyBasePolicy(TinyBaseConfig.tiny())
+    base.save_pretrained(tmp_path)
+    loaded = load_base_policy(tmp_path)
+    assert torch.equal(loaded.predict_chunk(batch), base.predict_chunk(batch))
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+class StandInLeRobotPolicy(torch.nn.Module):
+    """LeRobot's PreTrainedPolicy surface: config.image_features / output_features, predict_action_chunk, reset."""
+
+    def __init__(self, chunk_size: int = 10, action_dim: int = 4):
+        super().__init__()
+        self.config = SimpleNamespace(
+            image_features={"observation.images.front": None, "observation.images.wrist": None},
+            output_features={"action": SimpleNamespace(shape=(action_dim,))}, chunk_size=chunk_size)
+        self.seen: dict | None = None
+        self.resets = 0
+        self.chunk_size, self.action_dim = chunk_size, action_dim
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
+        self.seen = batch
+        b = batch["observation.state"].shape[0]
+        steps = torch.arange(self.chunk_size, dtype=torch.float32)[None, :, None]
+        return batch["observation.state"][:, None, :1] + steps.expand(b, -1, self.action_dim)  # (B, n, Da)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_lerobot_base_maps_keys_and_units(batch: dict) -> None:
+    policy = StandInLeRobotPolicy()
+    state_stats = (torch.full((6,), 1.0), torch.full((6,), 2.0))
+    action_stats = (torch.zeros(4), torch.full((4,), 10.0))
+    base = LeRobotPolicyBase(policy, horizon=6, tasks=["t0", "t1", "t2", "t3", "t4"], state_stats=state_stats,
+                             action_stats=action_stats)
+    assert base.camera_keys == ["observation.images.front", "observation.images.wrist"] and base.action_dim == 4
+    chunk = base.predict_chunk(batch)
+    seen = policy.seen
+    front = seen["observation.images.front"]
+    assert front.dtype == torch.float32 and front.shape == (B, 3, 16, 16) and 0.0 <= front.min() <= front.max() <= 1
+    assert torch.allclose(front * 255, batch["vision_inputs"][:, 0].float())
+    assert torch.allclose(seen["observation.state"], batch["robot_state"] * 2.0 + 1.0)  # raw units for LeRobot
+    assert seen["task"] == [f"t{i}" for i in batch["task_index"].tolist()]
+    assert chunk.shape == (B, 6, 4)  # cut from the policy's 10 steps to our horizon
+    raw = seen["observation.state"][:, None, :1] + torch.arange(6.0)[None, :, None]
+    assert torch.allclose(chunk, raw / 10.0)  # back to our normalised units
+    base.reset()
+    assert policy.resets == 1
+
+
+def test_lerobot_base_uses_processors_and_checks_shapes(batch: dict) -> None:
+    calls = []
+    base = LeRobotPolicyBase(StandInLeRobotPolicy(chunk_size=4), horizon=6, camera_keys=["front", "wrist"],
+                             preprocess=lambda obs: calls.append("pre") or obs,
+                             postprocess=lambda act: calls.append("post") or act)
+    with pytest.raises(ValueError, match=">= 6"):
+        base.predict_chunk({**batch, "task": "pick"})
+    assert calls == ["pre", "post"]
+    with pytest.raises(TypeError, match="predict_action_chunk"):
+        LeRobotPolicyBase(object(), horizon=6, camera_keys=[], action_dim=4)
+
+
+def test_importing_models_does_not_import_lerobot() -> None:
+    import sys
+
+    assert "lerobot" not in sys.modules

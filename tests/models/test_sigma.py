@@ -1,0 +1,175 @@
+"""SigmaModel on the tiny config: shapes, gradients, the telepathy switch, memory across calls, path C, save/load."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+import torch
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.models import SigmaConfig, SigmaModel, SigmaOutput, make_fake_batch
+from sigma_vla.models.config import LanguageConfig, VisionConfig
+
+B = 3
+
+
+@pytest.fixture(scope="module")
+def cfg() -> SigmaConfig:
+    return SigmaConfig.tiny()
+
+
+@pytest.fixture
+def model(cfg: SigmaConfig) -> SigmaModel:
+    torch.manual_seed(0)
+    return SigmaModel(cfg)
+
+
+@pytest.fixture(scope="module")
+def batch(cfg: SigmaConfig) -> dict[str, torch.Tensor]:
+    return make_fake_batch(cfg, B, with_base_actions=True)
+
+
+def test_every_output_has_its_shape(model: SigmaModel, cfg: SigmaConfig, batch: dict) -> None:
+    out = model(batch)
+    da, c, t, d, k, dt = cfg.action_dim, cfg.chunk, cfg.horizon, cfg.d_model, cfg.language.num_factors, 8
+    n = cfg.language.text_max_len + cfg.vision.num_tokens + cfg.vision.state_tokens
+    w, nq = cfg.action.width, cfg.action.num_queries
+    expected = {
+        "action_vector": (B, da), "action_chunk": (B, c, da), "action_trajectory": (B, t, da),
+        "baseline_vector": (B, da), "baseline_chunk": (B, c, da), "baseline_trajectory": (B, t, da),
+        "residual_vector": (B, da), "residual_chunk": (B, c, da), "residual_trajectory": (B, t, da),
+        "fused_action": (B, da), "telepathy_factors": (B, dt), "high_level_rep": (B, n, d), "hidden_mask": (B, n),
+        "action_conditions": (B, dt), "baseline_conditions": (B, dt), "action_query_tokens": (B, nq, w),
+        "semantic_factors": (B, k, d), "z_pool": (B, d), "semantic_memory": (B, d), "prev_memory": (B, d),
+        "intent": (B, d), "env_context": (B, d), "behavior_summary": (B, d), "text_summary": (B, d),
+        "text_pool": (B, d), "vision_pool": (B, d), "text_vision_pool": (B, d),
+        "vision_tokens": (B, cfg.vision.num_tokens, d), "vector_logits": (B, da, cfg.action.vector_bins),
+    }
+    tensor_fields = [f.name for f in fields(SigmaOutput) if isinstance(getattr(out, f.name), torch.Tensor)]
+    assert sorted(tensor_fields) == sorted(expected)
+    for name, shape in expected.items():
+        value = getattr(out, name)
+        assert tuple(value.shape) == shape, name
+        assert torch.isfinite(value.float()).all(), name
+
+
+def test_final_actions_are_baseline_plus_residual(model: SigmaModel, batch: dict) -> None:
+    out = model(batch)
+    assert torch.equal(out.action_vector, out.baseline_vector + out.residual_vector)
+    assert torch.equal(out.action_trajectory, out.baseline_trajectory + out.residual_trajectory)
+    assert out.residual_chunk.abs().sum() > 0  # tau != 0 moves the actions
+
+
+def _all_losses(model: SigmaModel, out: SigmaOutput, batch: dict) -> torch.Tensor:
+    terms = [out.action_vector, out.action_chunk, out.action_trajectory, out.fused_action, out.z_pool, out.intent,
+             out.semantic_memory, out.telepathy_factors, out.action_conditions, out.vector_logits]
+    flow = model.trajectory_flow_loss(out, batch["gt_action_trajectory"])
+    return sum(x.pow(2).mean() for x in terms) + flow.mean()
+
+
+def test_gradients_reach_lora_and_every_head_never_the_frozen_backbone(model: SigmaModel, batch: dict) -> None:
+    # Zero-initialised gates (FiLM W_2, adaLN, LoRA B) block gradients to what sits behind them at step 0 only;
+    # give them small values so the test sees the whole graph.
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    model.train()
+    _all_losses(model, model(batch), batch).backward()
+    frozen = [(n, p) for n, p in model.backbone.named_parameters() if "lora_" not in n]
+    assert frozen and all(not p.requires_grad and p.grad is None for _, p in frozen)
+    lora = model.lora_parameters()
+    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    dead = [n for n, p in model.head_named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert dead == []
+
+
+def test_telepathy_off_gives_exactly_the_baseline(model: SigmaModel, batch: dict) -> None:
+    model.eval()
+    off = model(batch, telepathy=False)
+    assert torch.count_nonzero(off.telepathy_factors) == 0
+    assert torch.equal(off.action_vector, off.baseline_vector)
+    assert torch.equal(off.action_chunk, off.baseline_chunk)
+    assert torch.equal(off.action_trajectory, off.baseline_trajectory)
+    on = model(batch)  # the baseline branch never sees tau, so it is the same with telepathy on
+    assert torch.equal(on.baseline_trajectory, off.baseline_trajectory)
+    assert not torch.equal(on.action_trajectory, off.action_trajectory)
+    model.telepathy = False  # the attribute switch, as evaluation uses it
+    assert torch.equal(model(batch).action_chunk, off.baseline_chunk)
+
+
+def test_memory_carries_across_calls_and_resets(model: SigmaModel, batch: dict) -> None:
+    obs = {k: v for k, v in batch.items() if not k.startswith(("gt_", "base_"))}
+    model.reset_memory()
+    first = model.sample_actions(obs)
+    assert torch.count_nonzero(first.prev_memory) == 0
+    second = model.sample_actions(obs)
+    assert torch.equal(second.prev_memory, first.semantic_memory)
+    assert not torch.equal(second.semantic_memory, first.semantic_memory)
+    model.reset_memory()
+    assert torch.equal(model.sample_actions(obs).semantic_memory, first.semantic_memory)
+    with pytest.raises(ValueError, match="reset_memory"):
+        model.sample_actions({k: v[:1] for k, v in obs.items()})
+    explicit = model.eval()(obs, prev_memory=first.semantic_memory)  # forward is pure: memory passed explicitly
+    assert torch.equal(explicit.semantic_memory, second.semantic_memory)
+
+
+def test_sampling_is_deterministic_and_noise_changes_it(model: SigmaModel, batch: dict, cfg: SigmaConfig) -> None:
+    model.eval()
+    a = model.sample_actions(batch).action_trajectory
+    model.reset_memory()
+    b = model.sample_actions(batch).action_trajectory
+    assert torch.equal(a, b)
+    with torch.no_grad():  # give the zero-initialised DiT output a velocity so noise matters
+        model.action.trajectory.out.weight.normal_(0, 0.1)
+    model.reset_memory()
+    noise = torch.randn(B, cfg.horizon, cfg.action_dim)
+    assert not torch.equal(model.sample_actions(batch, noise=noise).action_trajectory, a)
+
+
+def test_trajectory_flow_loss_is_per_sample_and_trains_the_dit(model: SigmaModel, batch: dict) -> None:
+    out = model(batch)
+    loss = model.trajectory_flow_loss(out, batch["gt_action_trajectory"], time=torch.full((B,), 0.5))
+    assert loss.shape == (B,)
+    loss.mean().backward()
+    assert model.action.trajectory.out.weight.grad.abs().sum() > 0
+
+
+def test_save_load_round_trip_gives_identical_outputs(model: SigmaModel, batch: dict, tmp_path) -> None:
+    model.eval()
+    before = model(batch)
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = SigmaModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config == model.config
+    after = loaded(batch)
+    for f in fields(SigmaOutput):
+        if isinstance(getattr(before, f.name), torch.Tensor):
+            assert torch.equal(getattr(before, f.name), getattr(after, f.name)), f.name
+
+
+def test_from_pretrained_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(SigmaError, match="config.json"):
+        SigmaModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("variant", ["command_id", "state_only", "depth_audio"])
+def test_variants_run(variant: str) -> None:
+    if variant == "command_id":
+        cfg = SigmaConfig.tiny(language=LanguageConfig(text_mode="command_id", num_commands=5, num_factors=3, heads=2,
+                                                       telepathy_hidden=16, tau_dim=8, gate_dim=8))
+    elif variant == "state_only":
+        cfg = SigmaConfig.tiny(vision=VisionConfig(num_cameras=0, image_size=16, patch_size=8, patch_dim=16,
+                                                   num_tokens=4, state_hidden=16, heads=2, film_hidden=16))
+    else:
+        cfg = SigmaConfig.tiny(vision=VisionConfig(num_cameras=1, image_size=16, patch_size=8, patch_dim=16,
+                                                   num_tokens=4, state_hidden=16, heads=2, film_hidden=16,
+                                                   use_depth=True, use_audio=True, audio_mels=8, audio_frames=16,
+                                                   audio_patch=4))
+    model = SigmaModel(cfg)
+    batch = make_fake_batch(cfg, 2)
+    out = model(batch)
+    assert out.action_trajectory.shape == (2, cfg.horizon, cfg.action_dim)
+    assert torch.isfinite(out.action_trajectory).all()
+    out.action_trajectory.sum().backward()
