@@ -118,7 +118,7 @@ def run_scenario(name: str, image_size: int, run: str | None, requests: int, war
                 model.append(t["model_ms"])
     finally:
         stop_server(proc)
-    overhead = [r - m for r, m in zip(rtt, model)]
+    overhead = [r - m for r, m in zip(rtt, model, strict=True)]
     request_bytes = len(pack({"type": "infer", "obs": pool[0], "instruction": INSTRUCTION, "id": 1}))
     out = {"scenario": name, "policy": meta.get("policy", "sigma"), "image_size": meta.get("image_size"),
            "inputs": meta["inputs"], "requests": requests, "request_bytes": request_bytes,

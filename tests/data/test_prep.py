@@ -135,3 +135,13 @@ def test_real_fixture_state_only(tmp_path):
     assert meta["num_samples"] == 1492 - 4 * 15
     assert meta["state_dim"] == 6 and meta["cameras"] == []
     assert ShardDataset(tmp_path / "s")[0]["vision_inputs"].shape == (0, 3, 128, 128)
+
+
+def test_held_out_template_episodes_only_in_test():
+    from sigma_vla.data.windows import assign_splits
+
+    fractions = {"base": 0.3, "train": 0.5, "val": 0.1, "test": 0.1}
+    splits = assign_splits(list(range(40)), fractions, seed=3, held_out={1, 5, 9, 33})
+    assert all(splits[e] == "test" for e in (1, 5, 9, 33))
+    rest = [s for e, s in splits.items() if e not in (1, 5, 9, 33)]
+    assert {s: rest.count(s) for s in fractions} == {"base": 11, "train": 18, "val": 4, "test": 3}

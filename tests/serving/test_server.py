@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sigma_vla.client import (PolicyClient, PolicyConnectionError, PolicyServerError, PolicyTimeoutError)
+from sigma_vla.client import (PolicyClient, PolicyClientError, PolicyConnectionError, PolicyServerError,
+                              PolicyTimeoutError)
 from sigma_vla.serving import ServedPolicy, ServerConfig, ServerThread
 from sigma_vla.serving.standin import StandInPolicy, standin_factory
 from sigma_vla.wire import PROTOCOL_VERSION
@@ -133,8 +134,6 @@ def test_client_raises_on_error_reply_and_keeps_serving(server):
 
 
 def test_client_refuses_a_message_over_the_servers_limit(server):
-    from sigma_vla.client import PolicyClientError
-
     with PolicyClient("127.0.0.1", server.port) as client:
         obs = make_obs()
         obs["observation.images.front"] = np.zeros((256, 256, 3), np.uint8)

@@ -182,7 +182,8 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
     if state == "complete":
         return json.loads((out / META_FILE).read_text())
     columns, counts, stats = _scan(ds, cfg, progress)
-    splits = assign_splits([e.index for e in ds.episodes], parse_split(cfg.split), cfg.seed)
+    held_out = {e.index for e in ds.episodes if e.extra.get("sigma/held_out")}
+    splits = assign_splits([e.index for e in ds.episodes], parse_split(cfg.split), cfg.seed, held_out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     meta = _meta(ds, cfg, params, columns, counts, stats, splits)
@@ -242,6 +243,7 @@ def _meta(ds, cfg, params, columns, counts, stats, splits) -> dict:
         "action_dim": ds.shape(ACTION_KEY)[0],
         "episodes": {"total": len(ds.episodes), "per_split": _split_counts(splits)},
         "episode_splits": {str(e): s for e, s in sorted(splits.items())},
+        "held_out_rule": "episodes whose instruction template is held out are always in the test split",
         "episode_info": {str(ep.index): ep.extra for ep in ds.episodes if ep.extra},
         "windows": {**stats, "kept": sum(counts.values()), "per_split": per_split},
         "num_samples": sum(counts.values()),

@@ -74,11 +74,16 @@ def split_sizes(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return dict(zip(names, sizes.tolist()))
 
 
-def assign_splits(episode_indices: list[int], fractions: dict[str, float], seed: int) -> dict[int, str]:
-    """Split by episode, never by window: shuffle episodes with the seed, then cut by split sizes."""
+def assign_splits(episode_indices: list[int], fractions: dict[str, float], seed: int,
+                  held_out: set[int] = frozenset()) -> dict[int, str]:
+    """Split by episode, never by window: shuffle episodes with the seed, then cut by split sizes.
+
+    Episodes in `held_out` (instructions from held-out templates, DESIGN 3) always go to the test split, so no
+    held-out phrasing is ever trained or validated on; the others are cut by the fractions."""
     rng = np.random.default_rng(seed)
-    order = [episode_indices[i] for i in rng.permutation(len(episode_indices))]
-    out, start = {}, 0
+    rest = [e for e in episode_indices if e not in held_out]
+    order = [rest[i] for i in rng.permutation(len(rest))]
+    out, start = {e: "test" for e in episode_indices if e in held_out}, 0
     for name, size in split_sizes(len(order), fractions).items():
         for ep in order[start:start + size]:
             out[ep] = name

@@ -187,7 +187,8 @@ class _Loop:
             self.state["micro_batch"] += 1
             batch = {k: v.to(acc.device) for k, v in collate(data, idx).items()}
             with acc.accumulate(self.model):
-                loss, metrics = self.task.loss(self.model, batch, t)
+                with acc.autocast():  # also covers loss terms computed outside the model's forward
+                    loss, metrics = self.task.loss(self.model, batch, t)
                 bad += (~torch.isfinite(loss.detach())).float()
                 acc.backward(loss)  # always, so every rank joins the gradient all-reduce
             for k, v in metrics.items():
