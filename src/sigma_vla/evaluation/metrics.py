@@ -89,3 +89,44 @@ def check_a(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
 def check_b_rows(batch_rows: list[dict], every: int = 20) -> list[dict]:
     """CHECK B: the per-batch table at every `every`-th batch (paper tables 2 and 3)."""
     return [row for row in batch_rows if row["batch"] % every == 0]
+
+
+def instruction_subsets(episodes: np.ndarray, episode_info: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Masks (N,) of windows by instruction kind (explicit / implicit) and template (seen / held-out), from the
+    recorder's per-episode columns copied into meta.json; empty when the dataset has none (a real recording)."""
+    if not episode_info:
+        return {}
+    kind = np.array([episode_info.get(str(e), {}).get("sigma/instruction_kind", "") for e in episodes])
+    held = np.array([bool(episode_info.get(str(e), {}).get("sigma/held_out", False)) for e in episodes])
+    return {"explicit": kind == "explicit", "implicit": kind == "implicit", "seen_templates": ~held,
+            "held_out_templates": held}
+
+
+def build_report(res: dict, meta: dict, heads: dict[str, float], th: HardThresholds, n_boot: int = 1000,
+                 reference: str = "base_untuned") -> dict:
+    """sigma_eval_report.json: the paper's per-group fields, CHECK A/B, and our relative changes with intervals,
+    overall and per instruction subset."""
+    episodes = res["episode_index"]
+    groups = {}
+    for g in res["mse"]:
+        groups[g] = group_summary(res["mse"][g], res["mse_norm"][g], res["tau_l2"], res["sem_align"],
+                                  res["num_batches"], th)
+        groups[g]["check_a"] = heads
+        groups[g]["check_b"] = check_b_rows(res["rows"][g])
+        if g != reference:
+            groups[g]["relative_to_" + reference] = {
+                s: relative_change(res["mse"][g][s], res["mse"][reference][s], episodes, n_boot) for s in SCALES}
+    subsets = {}
+    for name, mask in instruction_subsets(episodes, meta.get("episode_info") or {}).items():
+        if not mask.any():
+            continue
+        subsets[name] = {"num_samples": int(mask.sum()), "episodes": int(len(np.unique(episodes[mask])))}
+        for g in res["mse"]:
+            entry = {f"avg_mse_{s}": float(res["mse"][g][s][mask].mean()) for s in SCALES}
+            if g != reference:
+                entry["relative_to_" + reference] = {
+                    s: relative_change(res["mse"][g][s][mask], res["mse"][reference][s][mask], episodes[mask],
+                                       n_boot) for s in SCALES}
+            subsets[name][g] = entry
+    return {"groups": groups, "by_instruction": subsets, "hard_thresholds": th.as_dict(),
+            "adapter_scale_mean": float(res["adapter_scale"].mean()) if len(res["adapter_scale"]) else None}

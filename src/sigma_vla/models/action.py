@@ -76,7 +76,7 @@ class ActionTokenizer(nn.Module):
         self.register_buffer("centers", torch.linspace(-bin_range, bin_range, bins), persistent=False)  # (bins,)
 
     def decode(self, logits: Tensor) -> Tensor:
-        return torch.softmax(logits, dim=-1) @ self.centers  # (B, Da, bins) -> (B, Da)
+        return (torch.softmax(logits, dim=-1) * self.centers).sum(dim=-1)  # (B, Da, bins) -> (B, Da)
 
     def encode(self, actions: Tensor) -> Tensor:
         return (actions.unsqueeze(-1) - self.centers).abs().argmin(dim=-1)  # (B, Da) -> (B, Da) int64

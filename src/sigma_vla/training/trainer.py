@@ -111,6 +111,7 @@ def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config
         logs.close()
     digests = _rank_digests(acc, task)
     if acc.is_main_process and state["step"] >= config.steps:
+        (run_dir / "model").mkdir(exist_ok=True)
         task.save_model(acc.unwrap_model(model), run_dir / "model")
     if acc.is_main_process:
         ckpt.write_json(run_dir / "summary.json", {"steps": state["step"], "skipped_steps": state["skipped"],
