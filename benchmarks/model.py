@@ -93,6 +93,7 @@ def pi05_sized() -> dict[str, Any]:
     cfg = SigmaConfig.pi05_like()
     with torch.device("meta"):
         model = SigmaModel(cfg).eval()
+    model.to("meta")  # buffers made by factory functions after a transformers load can escape the device context
     # transformers' causal-mask helper inspects mask values, which meta tensors do not have; with no padding in a
     # fake batch the mask changes nothing in the FLOPs, so the stand-in runs without it.
     backbone = model.backbone

@@ -22,6 +22,7 @@ from sigma_vla.cli import demo as _demo; app.command("demo")(_demo.demo)  # noqa
 from sigma_vla.cli import serve as _serve; app.command("serve")(_serve.serve)  # noqa: E402, E702
 from sigma_vla.cli import train as _train; app.command("train")(_train.train)  # noqa: E402, E702
 from sigma_vla.cli import train as _train; app.command("plot-losses")(_train.plot_losses)  # noqa: E402, E702
+from sigma_vla.cli import base as _base; app.command("train-base")(_base.train_base); app.command("base-actions")(_base.base_actions)  # noqa: E402, E702, E501
 
 
 def main() -> None:

@@ -34,6 +34,14 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train Sigma (or fine-tune the base) on SHARDS; see RUN/train_log.csv and `sigma plot-losses RUN`."""
+    import sys
+
+    from sigma_vla.training.launch import cpu_ranks_to_spawn, spawn_cpu_ranks
+
+    ranks = cpu_ranks_to_spawn()
+    if ranks:  # `accelerate launch --cpu --num_processes N` started one process: start the N ranks (launch.py)
+        typer.echo(f"accelerate --cpu started one process; starting {ranks} CPU ranks (gloo)", err=True)
+        raise typer.Exit(spawn_cpu_ranks(ranks, sys.argv[1:]))
     from sigma_vla.training.run import finetune_base as run_base
     from sigma_vla.training.run import train_sigma
 

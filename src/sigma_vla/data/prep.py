@@ -215,19 +215,21 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
 
 def _write_all(ds: LeRobotDataset, jobs: list, writer: ShardWriter, workers: int, progress: bool) -> None:
     bar = tqdm(total=len(jobs), desc="prep", unit="ep", disable=not progress)
-    if workers <= 1:
-        results = (episode_samples(ds, *job) for job in jobs)
-        for samples in results:
-            writer.add(samples)
-            bar.update(1)
-    else:
-        ctx = mp.get_context("spawn")  # torch may be imported in the parent; fork would be unsafe
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(str(ds.root),)) as pool:
-            for samples in pool.imap(_worker_episode, jobs):
+    try:
+        if workers <= 1:
+            for samples in (episode_samples(ds, *job) for job in jobs):
                 writer.add(samples)
                 bar.update(1)
-    writer.close()
-    bar.close()
+        else:
+            ctx = mp.get_context("spawn")  # torch may be imported in the parent; fork would be unsafe
+            with ctx.Pool(workers, initializer=_worker_init, initargs=(str(ds.root),)) as pool:
+                for samples in pool.imap(_worker_episode, jobs):
+                    writer.add(samples)
+                    bar.update(1)
+        writer.close()
+    finally:
+        writer.drain()  # a shard already handed to the writer lands whole, whatever happened here
+        bar.close()
 
 
 def _meta(ds, cfg, params, columns, counts, stats, splits) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -60,7 +61,10 @@ def read_meta(shards_dir: str | Path) -> dict:
 
 
 class ShardWriter:
-    """Buffers samples and writes fixed-size shards, starting after `start_samples` already on disk."""
+    """Buffers samples and writes fixed-size shards, starting after `start_samples` already on disk.
+
+    Writing runs on one background thread, overlapping the next episodes' decoding (both release the GIL); at most
+    one shard is in flight, so memory stays bounded and shards land in order."""
 
     def __init__(self, out_dir: Path, shard_size: int, start_samples: int = 0):
         if start_samples % shard_size:
@@ -70,6 +74,8 @@ class ShardWriter:
         self.buffer: list[dict[str, np.ndarray]] = []
         self.buffered = 0
         self.written: list[Path] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._pending: Future | None = None
 
     def add(self, samples: dict[str, np.ndarray]) -> None:
         """Add a block of samples (every array has the same first dim)."""
@@ -81,15 +87,25 @@ class ShardWriter:
             self._flush(self.shard_size)
 
     def close(self) -> None:
+        """Write what is buffered and wait until every shard is on disk."""
         if self.buffered:
             self._flush(self.buffered)
+        self.drain()
+        self._pool.shutdown()
+
+    def drain(self) -> None:
+        """Wait for the shard in flight (also after a failure elsewhere, so a resume finds it complete)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def _flush(self, n: int) -> None:
         merged = {k: np.concatenate([b[k] for b in self.buffer]) for k in self.buffer[0]}
         head = {k: v[:n] for k, v in merged.items()}
         rest = {k: v[n:] for k, v in merged.items()}
         path = self.out_dir / SHARD_PATTERN.format(self.next_index)
-        write_shard(path, head)
+        self.drain()
+        self._pending = self._pool.submit(write_shard, path, head)
         self.written.append(path)
         self.next_index += 1
         self.buffered -= n

@@ -69,6 +69,10 @@ class TinyBaseConfig:
     pretrained_text: bool = True  # MiniLM's word-embedding table (frozen); False: a random table (tests)
     vocab_size: int = 30522
     text_dim: int = 384
+    # The one instruction the base always reads, whatever the batch says (DESIGN 3: the default base is trained with
+    # a generic instruction that names no zone, as an untuned base does not know the user's unspoken intent).
+    # None: read the batch's own text_input_ids.
+    instruction: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "horizon", "grid", "width", "layers", "heads", "text_max_len",
@@ -95,7 +99,7 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, width: int, grid: int):
         super().__init__()
-        chans = [3, 32, 64, 96, width]
+        chans = [3, 16, 32, 64, width]
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
         self.pool = nn.AdaptiveAvgPool2d(grid)
 
@@ -129,6 +133,7 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.ln = nn.LayerNorm(w)
         self.head = nn.Linear(w, cfg.action_dim)
+        self._instruction_cache: tuple[str, Tensor, Tensor] | None = None
 
     @property
     def action_dim(self) -> int:  # type: ignore[override]
@@ -152,10 +157,24 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         return self.head(self.ln(x[:, -self.config.horizon:]))  # (B, T, Da)
 
     def _text_token(self, batch: dict[str, Any]) -> Tensor:
-        ids = batch["text_input_ids"]  # (B, L)
-        mask = batch.get("text_attention_mask")
+        if self.config.instruction is not None:
+            ids, mask = self._instruction_tokens(batch["robot_state"])  # (B, L) each
+        else:
+            ids, mask = batch["text_input_ids"], batch.get("text_attention_mask")  # (B, L)
         emb = self.text_table(ids)  # (B, L, text_dim)
         return self.text_proj(masked_mean(emb, None if mask is None else mask.bool())).unsqueeze(1)  # (B, 1, W)
+
+    def _instruction_tokens(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """config.instruction tokenized once (MiniLM tokenizer), repeated over the batch."""
+        text = self.config.instruction
+        if self._instruction_cache is None or self._instruction_cache[0] != text:
+            from sigma_vla.models.text import TextTokenizer
+
+            enc = TextTokenizer(self.config.text_max_len)([text])
+            self._instruction_cache = (text, enc["text_input_ids"], enc["text_attention_mask"])
+        _, ids, mask = self._instruction_cache
+        b = like.shape[0]
+        return ids.to(like.device).expand(b, -1), mask.to(like.device).expand(b, -1)  # (B, L) each
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         """Per-sample MSE (B,) against gt_action_trajectory; metrics for the log."""
@@ -186,9 +205,12 @@ class TinyBasePolicy(nn.Module, BasePolicy):
 def load_base_policy(directory: str | Path) -> BasePolicy:
     """A frozen base from a model directory written by `sigma train-base` (TinyBasePolicy). A LeRobot base is built
     in Python instead: LeRobotPolicyBase(your_policy, ...)."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise SigmaError("missing: not a base-policy directory (run `sigma train-base` first)", file=path)
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file() and (directory / "model" / CONFIG_FILE).is_file():
+        directory = directory / "model"  # a training run directory: its final model
+    if not (directory / CONFIG_FILE).is_file():
+        raise SigmaError("missing: not a base-policy directory (run `sigma train-base` first)",
+                         file=directory / CONFIG_FILE)
     base = TinyBasePolicy.from_pretrained(directory)
     base.requires_grad_(False)
     return base.eval()

@@ -152,7 +152,7 @@ class ActionConfig:
     cond_hidden: int = 256  # hidden width of the action condition projector P_act
     vector_bins: int = 64  # path A: action tokens are per-dimension bins of the normalised action
     bin_range: float = 4.0  # path A bins cover [-bin_range, bin_range] normalised units (4 std)
-    dit_layers: int = 2  # path C trajectory DiT depth
+    dit_layers: int = 1  # path C trajectory DiT depth (1 keeps the embedded forward under 30 ms; pi05_like uses 2)
     sample_steps: int = 4  # Euler steps of the deterministic flow sampler (pi0 uses 10; 4 keeps CPU latency low)
     residual_hidden: int = 256  # hidden width of the telepathy residual head g
 

@@ -7,6 +7,7 @@ Shape legend (data/schema.py): B batch, N tokens, M context tokens, D width, H h
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -92,10 +93,11 @@ def sincos_1d(positions: Tensor, dim: int, max_period: float = 10000.0) -> Tenso
     return F.pad(emb, (0, dim - emb.shape[-1]))  # (N, dim)
 
 
+@lru_cache(maxsize=16)
 def sincos_2d(height: int, width: int, dim: int, device: torch.device | None = None) -> Tensor:
     """Fixed 2-D sinusoidal position embedding of a (height, width) patch grid -> (height * width, dim); computed for
-    any grid so PatchEmbed accepts any image side that the patch size divides."""
-    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    half = dim // 2
-    emb = torch.cat([sincos_1d(ys.flatten(), half), sincos_1d(xs.flatten(), dim - half)], dim=-1)  # (h*w, dim)
-    return emb
+    any grid so PatchEmbed accepts any image side that the patch size divides. Cached: it is a constant per grid."""
+    with torch.inference_mode(False), torch.no_grad():  # a plain constant, usable in and out of inference mode
+        ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+        half = dim // 2
+        return torch.cat([sincos_1d(ys.flatten(), half), sincos_1d(xs.flatten(), dim - half)], dim=-1)  # (h*w, dim)

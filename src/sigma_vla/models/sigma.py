@@ -32,6 +32,7 @@ from sigma_vla.models.config import SigmaConfig
 from sigma_vla.models.language import LanguageWorkspace
 from sigma_vla.models.layers import masked_mean
 from sigma_vla.models.trajectory import TrajectoryCondition
+from sigma_vla.models.vision import VisionWorkspace
 
 CHECKPOINT_KIND = "sigma-vla/SigmaModel"
 
@@ -84,8 +85,6 @@ class SigmaOutput:
 class SigmaModel(nn.Module):
     def __init__(self, config: SigmaConfig | None = None, backbone: Backbone | None = None):
         super().__init__()
-        from sigma_vla.models.vision import VisionWorkspace
-
         self.config = config = config or SigmaConfig()
         self.backbone = backbone if backbone is not None else build_backbone(config.backbone)
         if self.backbone.hidden_size != config.d_model:

@@ -45,9 +45,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "demo": Experiment(
         "demo", "embedded default: MiniLM + LoRA r=16, < 6 min on a 2-core CPU", "embedded",
-        # 200 steps x 16 samples: about 1.2 s a step on 2 cores (benchmarks/results/train.json) -> about 4 min.
-        TrainConfig(steps=200, batch_size=16, lr=5e-4, warmup_steps=10, checkpoint_every=100, keep_last=2,
-                    val_every=50, val_batches=2),
+        # 300 steps x 16 samples at about 0.5 s a step on 2 cores (benchmarks/results/train.json): about 3 min
+        # with validation and checkpoints, half the 6-minute budget, leaving room for a busier machine.
+        TrainConfig(steps=300, batch_size=16, lr=5e-4, warmup_steps=15, checkpoint_every=100, keep_last=2,
+                    val_every=100, val_batches=3),
     ),
     "pi05": Experiment(
         "pi05", "pi0.5-sized backbone on GPUs: bf16, 4 x grad accumulation, DDP via accelerate launch", "pi05_like",

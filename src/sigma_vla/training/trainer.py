@@ -57,12 +57,15 @@ class TrainResult:
 
 
 def make_accelerator(config: TrainConfig):
-    """A fresh Accelerator (the AcceleratorState singleton is reset, so one process can run several trainings)."""
+    """An Accelerator for this config (in a single process, a fresh one each time)."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedDataParallelKwargs
 
-    AcceleratorState._reset_state()  # keeps PartialState (the process group) of `accelerate launch`
+    if PartialState().num_processes == 1:
+        # One process may train several times (tests, benchmarks) with different precisions; Accelerate keeps a
+        # singleton state, so start it afresh. Never under a launcher: its process group must stay as it is.
+        AcceleratorState._reset_state(reset_partial_state=True)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)
     acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
                       kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
@@ -195,13 +198,17 @@ class _Loop:
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
         grad_norm = acc.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0 else None
-        if grad_norm is not None:
+        if grad_norm is not None and acc.scaler is None:  # fp16's GradScaler handles overflowing gradients itself
             bad += (~torch.isfinite(grad_norm)).float()
         if acc.num_processes > 1:
             bad = acc.reduce(bad, "sum")
         if bad.item() > 0:
             return self._skip(t, sums)
         self.opt.step()
+        if getattr(self.opt, "step_was_skipped", False):  # fp16 overflow: the scaler lowered its scale; retry
+            self.opt.zero_grad(set_to_none=True)
+            self.state["skipped"] += 1
+            return None
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.streak = 0
@@ -271,6 +278,8 @@ class _Loop:
             self.task.save_model(acc.unwrap_model(self.model), tmp)
             save_state(self.opt.state_dict(), tmp, "optimizer")
             ckpt.write_json(tmp / "scheduler.json", self.sched.state_dict())
+            if acc.scaler is not None:  # fp16 loss scale (GPU only)
+                save_state(acc.scaler.state_dict(), tmp, "grad_scaler")
             ckpt.write_json(tmp / "trainer_state.json", {**self.state, "world_size": acc.num_processes,
                                                           "config": self.cfg.to_dict()})
             final = ckpt.commit(self.run_dir, step, self.cfg.keep_last)
@@ -284,6 +293,8 @@ def _restore(task, acc, optimizer, scheduler, directory: Path, config: TrainConf
     task.load_model(acc.unwrap_model(task.model), directory)
     optimizer.load_state_dict(load_state(directory, "optimizer"))
     scheduler.load_state_dict(ckpt.read_json(directory / "scheduler.json"))
+    if acc.scaler is not None and (directory / "grad_scaler.json").exists():
+        acc.scaler.load_state_dict(load_state(directory, "grad_scaler"))
     rank_file = f"rng_rank{acc.process_index}"
     if trainer_state.get("world_size") != acc.num_processes or not (directory / f"{rank_file}.json").exists():
         warnings.warn(f"resuming with {acc.num_processes} processes from a {trainer_state.get('world_size')}-process "

@@ -1,0 +1,164 @@
+"""Training-step throughput and peak memory on CPU (issue 4 figures) -> benchmarks/results/train.json.
+
+For the tiny and demo experiments: samples/s and peak memory of one optimizer step (forward, TRAF + TSAC losses,
+backward, AdamW), with and without TRAF's hard-sample term, with LoRA (paper 4.2) and with full fine-tuning of the
+backbone. Each variant runs in its own process, so ru_maxrss (a process-lifetime peak) is that variant's: we report
+the process peak and the step's own peak above the resident size before the first step.
+
+--full-demo also times a whole `sigma train --config demo` run (validation, checkpoints, final model) on synthetic
+shards shaped like the simulator's (DESIGN 5: 14-dim state, 4-dim action, 1 camera), the < 6 min target.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train.py [--steps 5] [--full-demo] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "train.json"
+VARIANTS = [(exp, trainable, hard) for exp in ("tiny", "demo") for trainable in ("lora", "full")
+            for hard in (True, False)]
+SIM_DIMS = {"state_dim": 14, "action_dim": 4}  # DESIGN 5: SO-101 simulator agent_pos and [dx, dy, dz, grasp]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def fake_meta(model_cfg) -> dict:
+    return {"params": {"horizon": model_cfg.horizon, "chunk": model_cfg.chunk, "image_size": model_cfg.vision.image_size},
+            "cameras": [f"cam{i}" for i in range(model_cfg.vision.num_cameras)], "state_dim": model_cfg.state_dim,
+            "action_dim": model_cfg.action_dim, "tasks": ["place the block far left", "put it near the right"],
+            "normalization": {"robot_state": {"mean": [0.0] * model_cfg.state_dim, "std": [1.0] * model_cfg.state_dim},
+                              "action": {"mean": [0.0] * model_cfg.action_dim, "std": [1.0] * model_cfg.action_dim}}}
+
+
+def preset_for(experiment: str):
+    from sigma_vla.training.registry import get_experiment
+
+    preset = get_experiment(experiment).model_preset_config()
+    if experiment == "demo":
+        preset = preset.replace(**SIM_DIMS)
+    return preset
+
+
+def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict:
+    """Time `steps` optimizer steps after 2 warm-up steps, in this process."""
+    import torch
+
+    from sigma_vla.models import SigmaModel, make_fake_batch
+    from sigma_vla.training.optim import build_optimizer
+    from sigma_vla.training.registry import get_experiment
+    from sigma_vla.training.tasks import SigmaTask
+    from sigma_vla.training.transforms import BatchTransform
+
+    exp = get_experiment(experiment)
+    traf = exp.train.traf if hard else type(exp.train.traf)(exp.train.traf.alphas, 0.0, 0.0, exp.train.traf.flow_weight)
+    config = exp.train.replace(trainable=trainable, traf=traf)
+    torch.manual_seed(0)
+    model_cfg = preset_for(experiment)
+    task = SigmaTask(SigmaModel(model_cfg), config, BatchTransform.from_meta(fake_meta(model_cfg),
+                                                                            model_cfg.language.text_max_len))
+    groups = task.param_groups(trainable)
+    opt = build_optimizer(groups, config)
+    batch = make_fake_batch(model_cfg, config.batch_size, with_base_actions=True)
+    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
+    batch["task_index"] %= 2  # fake_meta has two tasks
+    rss_before = _rss_mb()
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        loss, _ = task.loss(task.model, batch, i)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    return {"experiment": experiment, "trainable": trainable, "hard_term": hard, "batch_size": config.batch_size,
+            "trainable_params": sum(p.numel() for g in groups.values() for _, p in g),
+            "total_params": sum(p.numel() for p in task.model.parameters()),
+            "step_s_median": round(step_s, 4), "step_s_all": [round(t, 4) for t in times],
+            "samples_per_s": round(config.batch_size / step_s, 2),
+            "peak_rss_mb": round(_peak_mb(), 1), "step_peak_above_start_mb": round(_peak_mb() - rss_before, 1),
+            "threads": torch.get_num_threads()}
+
+
+def full_demo(threads: int) -> dict:
+    """Wall time of a whole demo training run on synthetic simulator-shaped shards (subprocess: the real CLI)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "training"))
+    from fake_shards import write_fake_shards
+
+    from sigma_vla.training.registry import get_experiment
+
+    exp = get_experiment("demo")
+    cfg = preset_for("demo")
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = write_fake_shards(Path(tmp) / "shards", n_train=480, n_val=48, with_base=True, config=cfg,
+                                   image_size=cfg.vision.image_size, shard_size=256)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+        start = time.perf_counter()
+        res = subprocess.run([sys.executable, "-m", "sigma_vla.cli.main", "train", str(shards), "--out",
+                              str(Path(tmp) / "run"), "--config", "demo", "--no-progress"], env=env,
+                             capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if res.returncode:
+            raise RuntimeError(res.stderr[-2000:])
+        log = (Path(tmp) / "run/train_log.csv").read_text().splitlines()
+    return {"steps": exp.train.steps, "batch_size": exp.train.batch_size, "wall_s": round(wall, 1),
+            "target_s": 360, "within_target": wall < 360, "first_row": log[1], "last_row": log[-1]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--full-demo", action="store_true")
+    ap.add_argument("--one", nargs=3, metavar=("EXPERIMENT", "TRAINABLE", "HARD"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps(one_variant(args.one[0], args.one[1], args.one[2] == "hard", args.steps)))
+        return
+    rows = []
+    for exp, trainable, hard in VARIANTS:
+        cmd = [sys.executable, __file__, "--one", exp, trainable, "hard" if hard else "nohard", "--steps",
+               str(args.steps), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if out.returncode:
+            raise RuntimeError(out.stderr[-2000:])
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{exp:5s} {trainable:4s} hard={hard!s:5s}  {r['samples_per_s']:8.1f} samples/s  "
+              f"step {r['step_s_median']:.3f} s  peak {r['peak_rss_mb']:.0f} MB (+{r['step_peak_above_start_mb']:.0f})")
+    result = {"machine": {"cpus": os.cpu_count(), "threads": args.threads,
+                          "load_avg_at_end": list(os.getloadavg())}, "variants": rows}
+    if args.full_demo:
+        result["demo_run"] = full_demo(args.threads)
+        print(f"demo run: {result['demo_run']['wall_s']} s for {result['demo_run']['steps']} steps")
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.full_demo and "demo_run" in previous:
+        result["demo_run"] = previous["demo_run"]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Small pieces of the trainer: state (de)serialisation without pickle, batch plans, configs, transforms, the
+registry and the LR schedule."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.training.batches import BatchPlan
+from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.optim import lr_factor
+from sigma_vla.training.registry import EXPERIMENTS, get_experiment, model_config_for
+from sigma_vla.training.state_io import flatten_state, load_state, rng_state, save_state, set_rng_state
+from sigma_vla.training.transforms import BatchTransform, Normalizer, has_base_actions
+
+
+def test_optimizer_state_round_trip_without_pickle(tmp_path):
+    p = torch.nn.Parameter(torch.randn(3, 2))
+    opt = torch.optim.AdamW([p], lr=0.1, betas=(0.8, 0.9))
+    p.grad = torch.ones(3, 2)
+    opt.step()
+    save_state(opt.state_dict(), tmp_path, "optimizer")
+    assert json.loads((tmp_path / "optimizer.json").read_text())  # plain JSON
+    back = load_state(tmp_path, "optimizer")
+    assert back["param_groups"][0]["betas"] == (0.8, 0.9) and 0 in back["state"]
+    assert torch.equal(back["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(p.detach().clone())], lr=0.1)
+    opt2.load_state_dict(back)
+
+
+def test_rng_state_round_trip(tmp_path):
+    save_state(rng_state(), tmp_path, "rng")
+    expected = (torch.rand(2), random.random(), np.random.rand())
+    set_rng_state(load_state(tmp_path, "rng"))
+    assert torch.equal(torch.rand(2), expected[0]) and random.random() == expected[1]
+    assert np.random.rand() == expected[2]
+
+
+def test_flatten_rejects_unknown_objects():
+    with pytest.raises(TypeError, match="without pickle"):
+        flatten_state({"x": object()})
+
+
+def test_batch_plan_ranks_disjoint_and_pure():
+    plans = [BatchPlan(10, 3, world_size=2, rank=r, seed=5) for r in range(2)]
+    first = [set(p.indices(0).tolist()) for p in plans]
+    assert not first[0] & first[1]
+    assert torch.equal(plans[0].indices(7), BatchPlan(10, 3, 2, 0, 5).indices(7))  # pure function of j
+    seen = torch.cat([plans[r].indices(j) for j in range(5) for r in range(2)])[:10]  # one epoch = a permutation
+    assert sorted(seen.tolist()) == list(range(10))
+    assert len(BatchPlan(2, 5).indices(0)) == 5  # smaller than a batch: wraps into the next epoch
+
+
+def test_train_config_json_round_trip_and_validation():
+    cfg = get_experiment("demo").train
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        cfg.replace(batch_size=0)
+    with pytest.raises(ValueError, match="'fp8'"):
+        cfg.replace(mixed_precision="fp8")
+    assert cfg.replace(steps=None).steps == cfg.steps  # None = keep (CLI pass-through)
+    assert TrainConfig(steps=130).curriculum().ramp_steps == 82  # Table 1's ramp
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0) and lr_factor(60, cfg) == pytest.approx(0.55)
+    assert lr_factor(110, cfg) == pytest.approx(0.1)
+
+
+def _meta():
+    return {"params": {"horizon": 6, "chunk": 3, "image_size": 32}, "cameras": ["a"], "state_dim": 2,
+            "action_dim": 1, "tasks": ["go left"],
+            "normalization": {"robot_state": {"mean": [1.0, 2.0], "std": [2.0, 4.0]},
+                              "action": {"mean": [10.0], "std": [5.0]}}}
+
+
+def test_transform_normalises_and_leaves_base_actions():
+    t = BatchTransform(Normalizer.from_meta(_meta()))
+    batch = {"robot_state": torch.tensor([[3.0, 6.0]]), "gt_action_vector": torch.tensor([[20.0]]),
+             "gt_action_chunk": torch.full((1, 3, 1), 15.0), "gt_action_trajectory": torch.zeros(1, 6, 1),
+             "base_action_vector": torch.tensor([[0.5]]), "base_action_chunk": torch.zeros(1, 3, 1),
+             "base_action_trajectory": torch.zeros(1, 6, 1)}
+    out = t(batch)
+    assert out["robot_state"].tolist() == [[1.0, 1.0]] and out["gt_action_vector"].tolist() == [[2.0]]
+    assert out["gt_action_chunk"].unique().tolist() == [1.0] and out["base_action_vector"].tolist() == [[0.5]]
+    assert has_base_actions(out) and not has_base_actions({"robot_state"})
+    with pytest.raises(SigmaError, match="only some base action keys"):
+        has_base_actions({"base_action_vector"})
+    with pytest.raises(SigmaError, match="normalization"):
+        Normalizer.from_meta({})
+
+
+def test_model_config_takes_data_dims_from_meta():
+    cfg = model_config_for(_meta(), get_experiment("tiny").model_preset_config())
+    assert (cfg.state_dim, cfg.action_dim, cfg.horizon, cfg.chunk) == (2, 1, 6, 3)
+    assert (cfg.vision.num_cameras, cfg.vision.image_size) == (1, 32)
+    bad = {**_meta(), "params": {"horizon": 6, "chunk": 3, "image_size": 30}}
+    with pytest.raises(SigmaError, match="patch size"):
+        model_config_for(bad, get_experiment("tiny").model_preset_config())
+    with pytest.raises(SigmaError, match="unknown experiment"):
+        get_experiment("nope")
+    assert set(EXPERIMENTS) == {"tiny", "demo", "pi05"}
