@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ TASKS = ["place the block far left", "put it near the right", "the bin is close 
 def write_fake_shards(out: Path, n_train: int = 32, n_val: int = 8, with_base: bool = False, seed: int = 0,
                       config: SigmaConfig | None = None, image_size: int = 16, shard_size: int = 24) -> Path:
     cfg = config or SigmaConfig.tiny()
-    cfg = cfg.replace(vision=type(cfg.vision)(**{**cfg.vision.__dict__, "image_size": image_size}))
+    cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, image_size=image_size))
     n = n_train + n_val
     batch = make_fake_batch(cfg, n, seed=seed, with_base_actions=with_base)
     batch.pop("text_input_ids")

@@ -52,4 +52,5 @@ def test_two_cpu_ranks_end_identical(tmp_path: Path):
     summary = json.loads((tmp_path / "run/summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3
     assert len(summary["rank_weight_digests"]) == 2 and summary["ranks_identical"]
-    assert {"rng_rank0.json", "rng_rank1.json"} <= {p.name for p in (tmp_path / "run/checkpoints/step_000003").iterdir()}
+    saved = {p.name for p in (tmp_path / "run/checkpoints/step_000003").iterdir()}
+    assert {"rng_rank0.json", "rng_rank1.json", "task_rank0.json", "task_rank1.json"} <= saved

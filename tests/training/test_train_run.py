@@ -41,6 +41,7 @@ def test_resume_equals_straight_tiny(shards, tmp_path):
     assert [int(r["step"]) for r in log] == list(range(20))
     assert [r["loss"] for r in log] == [r["loss"] for r in read_csv(tmp_path / "a/train_log.csv")]
     assert float(log[0]["w_sem"]) == pytest.approx(0.1) and float(log[-1]["w_tau"]) == pytest.approx(0.03)
+    assert float(log[0]["lr"]) == pytest.approx(1e-3 / 2)  # the rate step 0 used: first of 2 warm-up steps
     val = read_csv(tmp_path / "b/val_log.csv")
     assert [r["step"] for r in val] == ["10", "20"] and all(float(r["val_loss"]) > 0 for r in val)
 
@@ -57,10 +58,14 @@ def test_base_finetune_control_group(shards, tmp_path):
     from sigma_vla.models import TinyBaseConfig, TinyBasePolicy
 
     torch.manual_seed(0)
-    TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(tmp_path / "base")
+    TinyBasePolicy(TinyBaseConfig.tiny(instruction="pick and place")).save_pretrained(tmp_path / "base")
     res = finetune_base(shards, tmp_path / "run", tmp_path / "base", "tiny", {"steps": 4, "batch_size": 4},
                         progress=False)
     assert res.steps == 4 and (tmp_path / "run/model/model.safetensors").exists()
+    # the control group reads each window's own instruction, as Sigma does
+    assert json.loads((tmp_path / "run/model/config.json").read_text())["config"]["instruction"] is None
+    tuned = TinyBasePolicy.from_pretrained(tmp_path / "run/model")
+    assert not torch.equal(tuned.head.weight, TinyBasePolicy.from_pretrained(tmp_path / "base").head.weight)
     report = json.loads((tmp_path / "run/param_report.json").read_text())
     assert "base" in report["groups"] and report["trainable"] < report["total"]  # text table stays frozen
     assert read_csv(tmp_path / "run/train_log.csv")[0]["L_act"] != ""
@@ -81,7 +86,8 @@ def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 
 def test_cli_bad_input_is_one_line(tmp_path, shards, monkeypatch, capsys):
-    code, _, err = _cli(monkeypatch, capsys, "train", tmp_path / "nope", "--out", tmp_path / "run", "--config", "tiny")
+    code, _, err = _cli(monkeypatch, capsys, "train", tmp_path / "nope", "--out", tmp_path / "run",
+                        "--config", "tiny")
     assert code == 2 and err.count("\n") == 1 and "not a directory" in err
     code, _, err = _cli(monkeypatch, capsys, "train", shards, "--out", tmp_path / "run", "--config", "huge")
     assert code == 2 and "unknown experiment 'huge'" in err

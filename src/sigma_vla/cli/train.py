@@ -31,6 +31,9 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", help="End this invocation after N steps (resume later)."),
     finetune_base: Path = typer.Option(None, "--finetune-base",
                                        help="Fine-tune this base-policy directory instead (the control group)."),
+    keep_base_instruction: bool = typer.Option(
+        False, "--keep-base-instruction",
+        help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train Sigma (or fine-tune the base) on SHARDS; see RUN/train_log.csv and `sigma plot-losses RUN`."""
@@ -53,7 +56,8 @@ def train(
     overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
                  "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
     if finetune_base is not None:
-        result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after)
+        result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after,
+                          task_text=not keep_base_instruction)
     else:
         result = train_sigma(shards, out, config, overrides, resume, progress, stop_after)
     from accelerate.state import PartialState

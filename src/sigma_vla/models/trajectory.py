@@ -35,6 +35,9 @@ class TrajectoryCondition:
     context_mask: Tensor  # (B, M) bool
 
 
+Modulation = tuple[Tensor, ...]  # adaLN (shift, 1 + scale, gate, ...) tensors, each (..., B, 1, W)
+
+
 class DiTBlock(nn.Module):
     """adaLN-zero self-attention and FFN, plus cross-attention to the context."""
 
@@ -50,11 +53,16 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: Tensor, c: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).unsqueeze(1).chunk(6, dim=-1)  # (B,1,W)
-        x = x + gate1 * self.attn(self.ln1(x) * (1 + scale1) + shift1)  # (B, T, W)
+    def modulation(self, c: Tensor) -> Modulation:
+        """c (..., B, W) -> shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2, each (..., B, 1, W)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).unsqueeze(-2).chunk(6, dim=-1)
+        return shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2
+
+    def forward(self, x: Tensor, mod: Modulation, kv: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod  # (B, 1, W) each
+        x = x + gate1 * self.attn(self.ln1(x) * scale1 + shift1)  # (B, T, W)
         x = x + self.cross(self.ln_x(x), key_mask=mask, kv=kv)  # (B, T, W)
-        return x + gate2 * self.mlp(self.ln2(x) * (1 + scale2) + shift2)  # (B, T, W)
+        return x + gate2 * self.mlp(self.ln2(x) * scale2 + shift2)  # (B, T, W)
 
 
 class TrajectoryDiT(nn.Module):
@@ -86,28 +94,33 @@ class TrajectoryDiT(nn.Module):
         cond = self.cond_proj(c_act) + queries.mean(dim=1)  # (B, W)
         return TrajectoryCondition(cond, kv, context_mask)
 
-    def time_embedding(self, s: Tensor) -> Tensor:
-        """Flow time s (n,) in [0, 1] -> (n, W) (DiT's sinusoidal timestep embedding + MLP)."""
-        return self.time_mlp(sincos_1d(s * 1000.0, self.width).to(self.pos.dtype))  # (n, W)
+    def modulations(self, cond: TrajectoryCondition, s: Tensor) -> tuple[list[Modulation], Modulation]:
+        """adaLN inputs for flow times s (..., B): c = cond + time embedding (DiT's sinusoidal embedding + MLP), then
+        every block's and the output layer's modulation, (..., B, 1, W) each. The sampler computes them for all
+        steps in one call, since the times are known in advance."""
+        t_emb = self.time_mlp(sincos_1d(s.reshape(-1) * 1000.0, self.width).to(self.pos.dtype))  # (n, W)
+        c = cond.cond + t_emb.view(*s.shape, self.width)  # (..., B, W)
+        shift, scale = self.ada_out(F.silu(c)).unsqueeze(-2).chunk(2, dim=-1)  # (..., B, 1, W) each
+        return [blk.modulation(c) for blk in self.blocks], (shift, 1 + scale)
 
-    def velocity(self, x: Tensor, s: Tensor, cond: TrajectoryCondition, t_emb: Tensor | None = None) -> Tensor:
-        """x (B, T, Da) at flow time s (B,) in [0, 1] -> v (B, T, Da); t_emb (B, W) if already computed."""
-        c = cond.cond + (self.time_embedding(s) if t_emb is None else t_emb)  # (B, W)
+    def velocity(self, x: Tensor, cond: TrajectoryCondition, mods: list[Modulation], out_mod: Modulation) -> Tensor:
+        """x (B, T, Da) under one step's modulations -> v (B, T, Da)."""
         h = self.in_proj(x) + self.pos  # (B, T, W)
-        for blk, kv in zip(self.blocks, cond.context_kv):
-            h = blk(h, c, kv, cond.context_mask)  # (B, T, W)
-        shift, scale = self.ada_out(F.silu(c)).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, W) each
-        return self.out(self.ln_out(h) * (1 + scale) + shift)  # (B, T, Da)
+        for blk, mod, kv in zip(self.blocks, mods, cond.context_kv):
+            h = blk(h, mod, kv, cond.context_mask)  # (B, T, W)
+        shift, scale = out_mod
+        return self.out(self.ln_out(h) * scale + shift)  # (B, T, Da)
 
     def sample(self, cond: TrajectoryCondition, steps: int, noise: Tensor | None = None) -> Tensor:
         """Euler integration of the flow from s = 0 (noise; the prior mean 0 when not given) to s = 1 -> (B, T, Da)."""
         b = cond.cond.shape[0]
         x = noise if noise is not None else cond.cond.new_zeros(b, self.horizon, self.action_dim)  # (B, T, Da)
         dt = 1.0 / steps
-        times = torch.arange(steps, device=x.device, dtype=x.dtype) * dt  # (steps,)
-        t_emb = self.time_embedding(times)  # (steps, W), once for all steps
+        times = (torch.arange(steps, device=x.device, dtype=x.dtype) * dt)[:, None].expand(steps, b)  # (steps, B)
+        mods, out_mod = self.modulations(cond, times)  # (steps, B, 1, W) each, for all steps at once
         for k in range(steps):
-            x = x + dt * self.velocity(x, times[k].expand(b), cond, t_emb[k].expand(b, -1))  # (B, T, Da)
+            step_mods = [tuple(m[k] for m in mod) for mod in mods]
+            x = x + dt * self.velocity(x, cond, step_mods, tuple(m[k] for m in out_mod))  # (B, T, Da)
         return x
 
     def flow_loss(self, cond: TrajectoryCondition, target: Tensor, noise: Tensor | None = None,
@@ -119,5 +132,6 @@ class TrajectoryDiT(nn.Module):
         s = torch.rand(b, device=target.device, dtype=target.dtype) if time is None else time  # (B,)
         s_ = s.view(b, 1, 1)
         x_s = (1.0 - s_) * eps + s_ * target  # (B, T, Da)
-        err = self.velocity(x_s, s, cond) - (target - eps)  # (B, T, Da)
+        mods, out_mod = self.modulations(cond, s)
+        err = self.velocity(x_s, cond, mods, out_mod) - (target - eps)  # (B, T, Da)
         return err.pow(2).mean(dim=(1, 2))  # (B,)

@@ -85,7 +85,7 @@ class TrainConfig:
     log_every: int = 1
     max_nonfinite: int = 3  # this many non-finite steps in a row stop the run
     find_unused_parameters: bool = False
-    # TSAC ramp length as a fraction of `steps` (Table 1: 82 of ~130 steps, 0.63); None uses tsac.curriculum.ramp_steps
+    # TSAC ramp as a fraction of `steps` (Table 1: 82 of ~130 steps, 0.63); None: tsac.curriculum.ramp_steps
     ramp_fraction: float | None = PAPER_RAMP_STEPS / 130
     traf: TrafConfig = field(default_factory=TrafConfig)
     tsac: TsacConfig = field(default_factory=TsacConfig)
@@ -133,5 +133,6 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise SigmaError(f"unknown train config keys {sorted(unknown)}", field="train_config")
-        return cls(**data, traf=TrafConfig(**traf), tsac=TsacConfig(**tsac, curriculum=CurriculumConfig(**curriculum)))
+        tsac_cfg = TsacConfig(**tsac, curriculum=CurriculumConfig(**curriculum))
+        return cls(**data, traf=TrafConfig(**traf), tsac=tsac_cfg)
 

@@ -18,7 +18,10 @@ from sigma_vla.errors import SigmaError
 
 TABLE1_COLUMNS = ["step", "loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_hard", "w_sem", "w_int", "w_tau",
                   "hard_ratio", "tau_rms"]
-TRAIN_COLUMNS = TABLE1_COLUMNS + ["lr", "samples_per_s", "L_act_total", "epoch"]
+# Table 1, then lr and throughput, then our diagnostics (L_flow: path C's flow matching; L_time and L_mi: the two
+# halves of L_sem; per-scale MSEs in normalised units).
+TRAIN_COLUMNS = TABLE1_COLUMNS + ["lr", "samples_per_s", "L_act_total", "L_flow", "L_time", "L_mi", "mse_vector",
+                                  "mse_chunk", "mse_trajectory", "epoch"]
 VAL_COLUMNS = ["step", "val_loss", "val_L_act", "val_mse_vector", "val_mse_chunk", "val_mse_trajectory"]
 TRAIN_LOG, VAL_LOG, PLOT_FILE = "train_log.csv", "val_log.csv", "loss_dynamics.png"
 

@@ -198,7 +198,7 @@ def l_sem(
 
 
 def l_intent(z_intent: Tensor, m_t: Tensor, mask: Tensor | None = None) -> Tensor:
-    """L_intent = -cos(z_intent, m_t), batch mean (paper 4.2.2; Table 1 shows it falling to about -0.7); (B, D) -> ()."""
+    """L_intent = -cos(z_intent, m_t), batch mean, (B, D) -> () (paper 4.2.2; Table 1: falls to about -0.7)."""
     return _masked_mean(-F.cosine_similarity(z_intent, m_t, dim=-1), mask)
 
 

@@ -87,8 +87,12 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
 
 def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "demo",
                   overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-                  stop_after: int | None = None) -> TrainResult:
-    """`sigma train --finetune-base DIR`: the base policy fine-tuned on Sigma's train split with Sigma's budget."""
+                  stop_after: int | None = None, task_text: bool = True) -> TrainResult:
+    """`sigma train --finetune-base DIR`: the base policy fine-tuned on Sigma's train split with Sigma's budget.
+
+    task_text: the fine-tuned base reads each window's own instruction (as Sigma does) instead of the generic one
+    it was trained with, so the control group has the same information as Sigma (the strongest honest control);
+    False keeps the base's fixed instruction."""
     from sigma_vla.models.base_policy import TinyBasePolicy
 
     shards, out = Path(shards), Path(out)
@@ -98,9 +102,11 @@ def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "de
         raise SigmaError("not a base-policy directory (run `sigma train-base` first)", file=base_dir,
                          field="--finetune-base")
     base = TinyBasePolicy.from_pretrained(base_dir)
+    if task_text:
+        base.config.instruction = None  # read the batch's text tokens (saved so in RUN/model/config.json)
     chunk = int((meta.get("params") or {}).get("chunk", base.horizon))
     identity = {"kind": "base", "experiment": experiment, "shards": str(shards.resolve()),
-                "base": str(Path(base_dir).resolve())}
+                "base": str(Path(base_dir).resolve()), "task_text": task_text}
     check_run_dir(out, "base", identity, resume)
     task = BaseFinetuneTask(base, config, BatchTransform.from_meta(meta, base.config.text_max_len), chunk)
     _write_run_file(out, identity)

@@ -204,6 +204,7 @@ class _Loop:
             bad = acc.reduce(bad, "sum")
         if bad.item() > 0:
             return self._skip(t, sums)
+        lr = self.opt.param_groups[0]["lr"]  # the rate this update uses (the scheduler moves it on below)
         self.opt.step()
         if getattr(self.opt, "step_was_skipped", False):  # fp16 overflow: the scaler lowered its scale; retry
             self.opt.zero_grad(set_to_none=True)
@@ -213,7 +214,7 @@ class _Loop:
         self.opt.zero_grad(set_to_none=True)
         self.streak = 0
         self.state["step"] += 1
-        row = self._row(t, sums, time.perf_counter() - start)
+        row = self._row(t, sums, lr, time.perf_counter() - start)
         if t % cfg.log_every == 0 or self.state["step"] == cfg.steps:
             self.logs.write(row)
         return row
@@ -232,18 +233,18 @@ class _Loop:
                 file=self.run_dir, field="loss")
         return None
 
-    def _row(self, t: int, sums: dict, seconds: float) -> dict:
+    def _row(self, t: int, sums: dict, lr: float, seconds: float) -> dict:
         if self.acc.num_processes > 1:  # mean over ranks: the log describes the global batch
             keys = sorted(sums)
             vals = self.acc.reduce(torch.tensor([sums[k] for k in keys], device=self.acc.device), "mean")
             sums = dict(zip(keys, vals.tolist()))
         samples = self.cfg.batch_size * self.cfg.grad_accum * self.acc.num_processes
-        return {**sums, "step": t, "lr": self.sched.get_last_lr()[0], "samples_per_s": samples / max(seconds, 1e-9),
+        return {**sums, "step": t, "lr": lr, "samples_per_s": samples / max(seconds, 1e-9),
                 "epoch": self.plan.epoch(self.state["micro_batch"])}
 
     @torch.no_grad()
     def validate(self, data: Dataset) -> dict:
-        """Mean loss over the first val_batches in-order batches, under a forked, fixed RNG (training RNG untouched)."""
+        """Mean loss over the first val_batches in-order batches, under a forked fixed RNG (training RNG untouched)."""
         model = self.acc.unwrap_model(self.model)
         model.eval()
         sums: dict[str, float] = {}

@@ -87,7 +87,8 @@ class BatchTransform:
                 if key in batch:
                     out[key] = self.norm.action(batch[key])
         if self.task_tokens is not None and "text_input_ids" not in batch:
-            out.update({k: v.to(batch["task_index"].device) for k, v in self.task_tokens(batch["task_index"]).items()})
+            tokens = self.task_tokens(batch["task_index"])  # (B, L) ids and mask
+            out.update({k: v.to(batch["task_index"].device) for k, v in tokens.items()})
         return out
 
 
