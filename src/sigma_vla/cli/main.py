@@ -19,6 +19,9 @@ from sigma_vla.cli import data as _data  # noqa: E402
 app.command("inspect")(_data.inspect)
 app.command("prep")(_data.prep)
 from sigma_vla.cli import demo as _demo; app.command("demo")(_demo.demo)  # noqa: E402, E702
+from sigma_vla.cli import evaluate as _eval; app.command("eval")(_eval.evaluate)  # noqa: E402, E702
+app.command("rollout")(_eval.rollout)
+app.command("report")(_eval.report)
 from sigma_vla.cli import serve as _serve; app.command("serve")(_serve.serve)  # noqa: E402, E702
 from sigma_vla.cli import train as _train; app.command("train")(_train.train)  # noqa: E402, E702
 from sigma_vla.cli import train as _train; app.command("plot-losses")(_train.plot_losses)  # noqa: E402, E702

@@ -129,4 +129,5 @@ def build_report(res: dict, meta: dict, heads: dict[str, float], th: HardThresho
                                        n_boot) for s in SCALES}
             subsets[name][g] = entry
     return {"groups": groups, "by_instruction": subsets, "hard_thresholds": th.as_dict(),
+            "examples": res.get("examples", []),
             "adapter_scale_mean": float(res["adapter_scale"].mean()) if len(res["adapter_scale"]) else None}

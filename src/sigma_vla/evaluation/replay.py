@@ -65,7 +65,8 @@ def sigma_groups(model, batch: dict[str, Tensor], base: GroupActions, adapter: A
 
 @torch.no_grad()
 def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Callable, batch_size: int,
-           finetuned_base=None, adapter: AdapterConfig = AdapterConfig(), progress: bool = True) -> dict:
+           finetuned_base=None, adapter: AdapterConfig = AdapterConfig(), progress: bool = True,
+           num_examples: int = 4) -> dict:
     """Run every group over the windows in `data` (a dict of stacked shard tensors, raw units).
 
     Returns per-sample arrays: mse[group][scale] raw, mse_norm[group][scale], tau_l2, sem_align, adapter_scale,
@@ -74,7 +75,9 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
     n = len(data["split"])
     acc: dict = {"mse": {g: {s: [] for s in SCALES} for g in GROUPS},
                  "mse_norm": {g: {s: [] for s in SCALES} for g in GROUPS},
-                 "tau_l2": [], "sem_align": [], "adapter_scale": [], "rows": {g: [] for g in GROUPS}}
+                 "tau_l2": [], "sem_align": [], "adapter_scale": [], "rows": {g: [] for g in GROUPS},
+                 "examples": []}
+    every = max(1, -(-n // batch_size) // num_examples) if num_examples else 0
     chunk_len = data["gt_action_chunk"].shape[1]
     starts = range(0, n, batch_size)
     for b, start in enumerate(tqdm(starts, desc="eval", unit="batch", disable=not progress)):
@@ -98,6 +101,8 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
                 row[f"mse_{s}"] = float(raw.mean())
             row.update(tau_l2=float(extras["tau_l2"].mean()), sem_align=float(extras["sem_align"].mean()))
             acc["rows"][g].append(row)
+        if every and b % every == 0 and len(acc["examples"]) < num_examples:
+            acc["examples"].append(_example(batch, groups, unnormalize))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
     return {
         "mse": {g: {s: cat(v) for s, v in d.items()} for g, d in acc["mse"].items() if d["vector"]},
@@ -107,4 +112,12 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
         "episode_index": data["episode_index"].numpy(),
         "rows": {g: r for g, r in acc["rows"].items() if r},
         "num_batches": len(starts),
+        "examples": acc["examples"],
     }
+
+
+def _example(batch: dict[str, Tensor], groups: dict[str, GroupActions], unnormalize: Callable) -> dict:
+    """The first window of a batch: ground truth and every group's trajectory, raw units (for the report's plot)."""
+    traj = {g: unnormalize(a.traj[0]).tolist() for g, a in groups.items()}  # (T, Da) each
+    return {"episode_index": int(batch["episode_index"][0]), "frame_index": int(batch["frame_index"][0]),
+            "ground_truth": unnormalize(batch[GT["traj"]][0]).tolist(), **traj}

@@ -125,3 +125,96 @@ class SigmaPolicy:
         plan = self.plan(obs, instruction)
         return {"actions": plan.actions, "adapter_scale": plan.adapter_scale, "risk": plan.risk,
                 "tau_norm": plan.tau_norm, "nonfinite": plan.nonfinite}
+
+
+# ---- loading a policy from a run directory -----------------------------------------------------------------------
+ADAPTER_FILE = "adapter.json"
+POLICY_FILE = "policy.json"
+
+
+def load_adapter_config(run) -> AdapterConfig:
+    """RUN/adapter.json (written by `calibrate_adapter`), else the defaults."""
+    import json
+    from pathlib import Path
+
+    path = Path(run) / ADAPTER_FILE
+    return AdapterConfig(**json.loads(path.read_text())) if path.exists() else AdapterConfig()
+
+
+@torch.no_grad()
+def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size: int = 64,
+                      limit: int = 512) -> AdapterConfig:
+    """Set the adapter's ||tau|| range from the trained model on training windows: tau_max = 2 x the 99th
+    percentile (tau beyond twice anything seen in training is out of distribution), tau_min = 0. Written to
+    RUN/adapter.json so evaluation, rollouts and the server gate alike."""
+    import json
+    from dataclasses import asdict, replace
+    from pathlib import Path
+
+    n = min(limit, len(data["split"]))
+    norms = []
+    for start in range(0, n, batch_size):
+        batch = transform({k: v[start:min(start + batch_size, n)] for k, v in data.items()})
+        norms.append(model(batch).telepathy_factors.norm(dim=1))
+    tau = torch.cat(norms)
+    cfg = replace(AdapterConfig(), tau_max=float(2 * torch.quantile(tau, 0.99).clamp_min(1e-3)))
+    tmp = Path(run) / (ADAPTER_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(cfg), indent=1))
+    tmp.replace(Path(run) / ADAPTER_FILE)
+    return cfg
+
+
+def load_run_model(run):
+    """The trained Sigma of a run directory (RUN/model), frozen, in eval mode."""
+    from pathlib import Path
+
+    from sigma_vla.errors import SigmaError
+    from sigma_vla.models import SigmaModel
+
+    model_dir = Path(run) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise SigmaError("no trained model (model/config.json); did `sigma train` finish?", file=run)
+    model = SigmaModel.from_pretrained(model_dir)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _run_context(run) -> tuple[dict, dict]:
+    """(run.json, the shards' meta.json) of a Sigma run; errors name the file and field."""
+    import json
+    from pathlib import Path
+
+    from sigma_vla.data.shards import read_meta
+    from sigma_vla.errors import SigmaError
+
+    run_file = Path(run) / "run.json"
+    if not run_file.exists():
+        raise SigmaError("not a run directory (run.json missing)", file=run_file)
+    info = json.loads(run_file.read_text())
+    if info.get("kind") != "sigma":
+        raise SigmaError(f"expected a Sigma run, found kind {info.get('kind')!r}", file=run_file, field="kind")
+    return info, read_meta(info["shards"])
+
+
+def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy: bool = True,
+                      n_action_steps: int = 4) -> SigmaPolicy:
+    """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on."""
+    from pathlib import Path
+
+    from sigma_vla.errors import SigmaError
+    from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.models.text import TextTokenizer
+    from sigma_vla.training.transforms import Normalizer
+
+    _, meta = _run_context(run)
+    base_dir = base_dir or (meta.get("base_actions") or {}).get("base")
+    if not base_dir:
+        raise SigmaError("no base policy recorded; pass the base directory", file=Path(run) / "run.json",
+                         field="base")
+    model = load_run_model(Path(run))
+    lang = model.config.language
+    tokenizer = TextTokenizer(lang.text_max_len) if lang.text_mode == "tokens" else None
+    config = PolicyConfig(mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
+                          camera_keys=list(meta.get("cameras") or []), image_size=int(meta["params"]["image_size"]),
+                          adapter=load_adapter_config(run))
+    return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_meta(meta), tokenizer, config)
