@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-slow install clean-demo
+.PHONY: demo test test-slow install browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The report's browser test renders in Debian's chromium (the test set-up installs it when missing).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "chromium unavailable: the browser test is skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)

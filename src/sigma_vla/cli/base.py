@@ -23,8 +23,8 @@ from typing import Any
 import typer
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
 
-GENERIC_INSTRUCTION = "pick up the block and place it at the goal"
 BASE_INFO = "base_info.json"
 
 
@@ -96,13 +96,13 @@ def base_actions(
     from sigma_vla.models.base_policy import load_base_policy
 
     policy = load_base_policy(base)
-    done = write_base_actions(shards, policy, fingerprint_dir(base), batch_size, progress)
+    done = write_base_actions(shards, policy, fingerprint_dir(base), batch_size, progress, str(base.resolve()))
     typer.echo(f"base actions in {done['shards']} shards ({done['written']} written, {done['skipped']} already "
                f"done, {done['samples']} windows) in {shards}")
 
 
 def write_base_actions(shards: Path, policy: Any, fingerprint: str, batch_size: int = 64,
-                       progress: bool = False) -> dict[str, int]:
+                       progress: bool = False, source: str | None = None) -> dict[str, int]:
     """Run any BasePolicy over every shard and add the schema.BASE_ACTION_KEYS (normalised units). Usable from
     Python with a LeRobotPolicyBase: write_base_actions(dir, LeRobotPolicyBase(policy, ...), "my-pi05")."""
     from tqdm import tqdm
@@ -120,8 +120,9 @@ def write_base_actions(shards: Path, policy: Any, fingerprint: str, batch_size: 
                          field="--base")
     record = meta.get("base_actions") or {}
     finished = set(record.get("done_shards", [])) if record.get("fingerprint") == fingerprint else set()
+    # `base` records where the base lives, so `sigma rollout` / `sigma serve` rebuild base + Sigma from a run
     record = {"fingerprint": fingerprint, "units": "normalized", "horizon": horizon, "chunk": chunk,
-              "done_shards": sorted(finished), "status": "in_progress"}
+              "base": source, "done_shards": sorted(finished), "status": "in_progress"}
     transform = _transform(meta, policy)
     paths = shard_paths(shards)
     counts = {"shards": len(paths), "written": 0, "skipped": 0, "samples": 0}

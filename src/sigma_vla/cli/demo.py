@@ -18,10 +18,15 @@ class DemoPlan:
     image_size: int
     workers: int
     split: str
+    base_steps: int  # train-base
+    sigma_steps: int  # sigma train and, with the same budget, the fine-tuned base (DESIGN 3)
+    rollout_episodes: int  # per policy
+    rollout_max_steps: int
 
 
-FULL = DemoPlan(episodes=60, image_size=96, workers=2, split="base:0.3,train:0.5,val:0.1,test:0.1")
-QUICK = DemoPlan(episodes=12, image_size=64, workers=2, split="base:0.3,train:0.5,val:0.1,test:0.1")
+SPLIT = "base:0.3,train:0.5,val:0.1,test:0.1"
+FULL = DemoPlan(60, 96, 2, SPLIT, base_steps=600, sigma_steps=300, rollout_episodes=6, rollout_max_steps=150)
+QUICK = DemoPlan(14, 64, 2, SPLIT, base_steps=120, sigma_steps=40, rollout_episodes=1, rollout_max_steps=60)
 
 
 def _stage(name: str, done: bool):
@@ -68,6 +73,74 @@ def run_prep_stage(plan: DemoPlan, dataset: Path, out: Path) -> Path:
     return shards
 
 
+def run_train_base(plan: DemoPlan, shards: Path, out: Path) -> Path:
+    from sigma_vla.cli.base import fit_base
+
+    base = out / "base"
+    done = (base / "config.json").exists()
+    start = _stage(f"train the base on the 'base' split, generic instruction -> {base}", done)
+    if not done:
+        info = fit_base(shards, base, steps=plan.base_steps, batch_size=32)
+        typer.echo(f"{info['steps']} steps on {info['samples']} windows, last loss {info['last_loss']:.4g} "
+                   f"({time.perf_counter() - start:.0f} s)")
+    return base
+
+
+def run_base_actions(shards: Path, base: Path) -> None:
+    from sigma_vla.cli.base import fingerprint_dir, write_base_actions
+    from sigma_vla.models.base_policy import load_base_policy
+
+    start = _stage("precompute the frozen base's actions into the shards", False)
+    done = write_base_actions(shards, load_base_policy(base), fingerprint_dir(base), progress=True,
+                              source=str(base.resolve()))
+    typer.echo(f"{done['samples']} windows, {done['written']} shard(s) written ({time.perf_counter() - start:.0f} s)")
+
+
+def run_training(plan: DemoPlan, shards: Path, base: Path, out: Path) -> tuple[Path, Path]:
+    from sigma_vla.training.run import finetune_base, train_sigma
+
+    sigma_run, base_run = out / "run", out / "base_finetuned"
+    for name, run, fn in (("Sigma: LoRA + telepathy heads, TRAF + TSAC", sigma_run,
+                           lambda: train_sigma(shards, sigma_run, "demo", {"steps": plan.sigma_steps})),
+                          ("the base fine-tuned on the same split and budget (control group)", base_run,
+                           lambda: finetune_base(shards, base_run, base, "demo", {"steps": plan.sigma_steps}))):
+        done = (run / "model" / "config.json").exists()
+        start = _stage(f"train {name} -> {run}", done)
+        if not done:
+            result = fn()
+            typer.echo(f"{result.steps} steps ({time.perf_counter() - start:.0f} s); log {run / 'train_log.csv'}")
+    return sigma_run, base_run
+
+
+def run_evaluation(shards: Path, sigma_run: Path, base_run: Path, out: Path) -> None:
+    from sigma_vla.cli.evaluate import format_table, load_eval_data, run_eval
+    from sigma_vla.inference.policy import calibrate_adapter, load_run_model
+    from sigma_vla.training.transforms import BatchTransform
+
+    start = _stage("evaluate: offline replay of the test windows through five groups", False)
+    model = load_run_model(sigma_run)
+    data, meta = load_eval_data(shards, "train")
+    lang = model.config.language
+    calibrate_adapter(sigma_run, model, data, BatchTransform.from_meta(meta, lang.text_max_len))
+    report = run_eval(sigma_run, shards, out / "eval", "test", 32, base_run)
+    typer.echo(format_table(report))
+    typer.echo(f"({time.perf_counter() - start:.0f} s) -> {out / 'eval' / 'sigma_eval_report.json'}")
+
+
+def run_rollout_stage(plan: DemoPlan, sigma_run: Path, out: Path) -> None:
+    from sigma_vla.evaluation.rollout import run_rollouts
+    from sigma_vla.inference.policy import load_sigma_policy
+
+    start = _stage(f"closed loop: {plan.rollout_episodes} held-out episodes per policy in the simulator", False)
+    for mode in ("base", "sigma", "sigma+adapter"):
+        policy = load_sigma_policy(sigma_run, mode=mode)
+        s = run_rollouts(policy, plan.rollout_episodes, 0, plan.image_size, out / f"rollout_{mode}",
+                         max_steps=plan.rollout_max_steps, animations=1)
+        typer.echo(f"{mode:14s} success {s['success_rate']:.0%} (95% CI {s['success_ci95'][0]:.0%}-"
+                   f"{s['success_ci95'][1]:.0%}), final distance {100 * s['mean_final_distance_m']:.1f} cm")
+    typer.echo(f"({time.perf_counter() - start:.0f} s)")
+
+
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Where every stage writes (resumable)."),
     quick: bool = typer.Option(False, "--quick", help="A small, fast run (about 3 minutes)."),
@@ -79,5 +152,13 @@ def demo(
     dataset = run_record(plan, out)
     run_inspect(dataset)
     shards = run_prep_stage(plan, dataset, out)
-    typer.secho(f"\ndemo finished in {time.perf_counter() - start:.0f} s: dataset {dataset}, shards {shards}",
+    base = run_train_base(plan, shards, out)
+    run_base_actions(shards, base)
+    sigma_run, base_run = run_training(plan, shards, base, out)
+    run_evaluation(shards, sigma_run, base_run, out)
+    run_rollout_stage(plan, sigma_run, out)
+    from sigma_vla.evaluation.report import build_report
+
+    page = build_report(out, out / "report.html")
+    typer.secho(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Open the report: {page.resolve()}",
                 bold=True)

@@ -50,10 +50,13 @@ def find_inputs(root: Path) -> dict[str, Path | list[Path] | None]:
 def loss_section(train_log: Path | None) -> str:
     if train_log is None:
         return "<p>No training log found.</p>"
+    import tempfile
+
     from sigma_vla.training.logs import plot_losses
 
-    png = plot_losses(train_log.parent, train_log.parent / "loss_dynamics.png")
-    src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    with tempfile.TemporaryDirectory() as tmp:  # the report never writes into the run directory
+        png = plot_losses(train_log.parent, Path(tmp) / "loss_dynamics.png")
+        src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
     return _img(src, "loss dynamics")
 
 
