@@ -46,3 +46,30 @@ def test_client_drives_the_simulator_through_the_server(server, sim):
                 assert not result.truncated
         assert steps == 3 * EXECUTE == sim.steps
         assert float(obs.state[13]) > z0 + 0.02  # the stand-in's dz = +0.5 lifted the gripper
+
+
+def test_client_drives_the_simulator_through_a_real_sigma_policy(sim):
+    """The same loop with base + Sigma + adapter (tiny weights) behind the server instead of the stand-in."""
+    from sigma_vla.inference.policy import SigmaPolicy
+    from sigma_vla.serving.server import ServerThread
+    from tests.inference.test_policy import make_policy
+    from tests.serving.helpers import server_config
+
+    shared = make_policy(n_action_steps=EXECUTE)
+
+    def factory() -> SigmaPolicy:
+        return SigmaPolicy(shared.model, shared.base, shared.norm, shared.tokenizer, shared.config, shared.info)
+
+    with ServerThread(factory, server_config()) as srv, PolicyClient("127.0.0.1", srv.port) as policy:
+        meta = policy.metadata
+        assert meta["image_size"] == 64 and meta["mode"] == "sigma+adapter"
+        obs = sim.reset(seed=4, zone="near_right")
+        policy.reset()
+        for _ in range(2):
+            out = policy.infer({"observation.state": obs.state, "observation.images.front": obs.image},
+                               "the bin is on your right, close to you")
+            assert out["actions"].shape == (4, 4) and np.isfinite(out["actions"]).all()
+            assert 0.0 <= out["adapter_scale"] <= 1.25 and out["tau_norm"] >= 0.0
+            for action in out["actions"][:EXECUTE]:
+                obs = sim.step(action).obs
+        assert sim.steps == 2 * EXECUTE

@@ -4,6 +4,9 @@ Per control step the robot asks for one action; the policy keeps an action queue
 execute the first `n_action_steps` actions, then re-plan. Each re-plan is one Sigma call, so the semantic memory
 m_t advances once per plan and is cleared by `reset()` at the start of an episode.
 
+The policy owns its episode state (semantic memory, queue) and never the weights: a server builds one
+SigmaPolicy per connection over the same model and base, and two robots never share a memory.
+
 Modes: "base" (the base's chunk only: the untuned control group), "sigma" (base + telepathy residual, TRAF's
 composition), "sigma+adapter" (the residual gated by the adapter). `telepathy=False` forces tau = 0.
 
@@ -58,18 +61,20 @@ class Plan:
 
 
 class SigmaPolicy:
-    def __init__(self, model, base: BasePolicy, normalizer, tokenizer, config: PolicyConfig | None = None):
+    def __init__(self, model, base: BasePolicy, normalizer, tokenizer, config: PolicyConfig | None = None,
+                 info: dict | None = None):
         self.model, self.base, self.norm, self.tokenizer = model, base, normalizer, tokenizer
         self.config = config or PolicyConfig()
-        self.chunk_len = model.config.action.chunk if model is not None else base.horizon
+        self.chunk_len = model.config.chunk if model is not None else base.horizon
+        self.info = info or {}  # fps, state_dim, ... for metadata()
         self.queue: deque[np.ndarray] = deque()
+        self.memory: Tensor | None = None  # m_{t-1}, this policy's own (paper 3.2)
         self.last_plan: Plan | None = None
 
     # ---- episode state ---------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Start of an episode: forget the semantic memory and the queued actions."""
-        if self.model is not None:
-            self.model.reset_memory()
+        self.memory = None
         self.base.reset()
         self.queue.clear()
         self.last_plan = None
@@ -107,7 +112,8 @@ class SigmaPolicy:
         return self.last_plan
 
     def _sigma_chunk(self, batch: dict[str, Tensor], base_chunk: Tensor):
-        out = self.model.sample_actions(batch, telepathy=self.config.telepathy)
+        out = self.model(batch, prev_memory=self.memory, telepathy=self.config.telepathy)  # eval, no grad
+        self.memory = out.semantic_memory
         base = base_action_dict(base_chunk, self.chunk_len)
         bv, bc, bt = base["base_action_vector"], base["base_action_chunk"], base["base_action_trajectory"]
         pv, pc, pt = bv + out.action_vector, bc + out.action_chunk, bt + out.action_trajectory  # TRAF composition
@@ -121,6 +127,15 @@ class SigmaPolicy:
         return res.action_chunk, float(res.scale[0]), risk, tau_norm, bool(res.nonfinite[0])
 
     # ---- the serving interface (sigma_vla.serving.protocol.ServedPolicy) ---------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        s, ds = self.config.image_size, int(self.info.get("state_dim", len(self.norm.state_mean)))
+        inputs = {self.config.state_key: {"dtype": "float32", "shape": [ds]}}
+        inputs.update({k: {"dtype": "uint8", "shape": [s, s, 3]} for k in self.config.camera_keys})
+        return {"action_dim": int(len(self.norm.action_mean)), "horizon": int(self.base.horizon),
+                "chunk": int(self.chunk_len), "fps": float(self.info.get("fps", 10.0)),
+                "cameras": list(self.config.camera_keys), "image_size": s, "state_dim": ds, "inputs": inputs,
+                "mode": self.config.mode, "telepathy": self.config.telepathy}
+
     def infer(self, obs: dict[str, np.ndarray], instruction: str) -> dict[str, Any]:
         plan = self.plan(obs, instruction)
         return {"actions": plan.actions, "adapter_scale": plan.adapter_scale, "risk": plan.risk,
@@ -217,4 +232,18 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
     config = PolicyConfig(mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
                           camera_keys=list(meta.get("cameras") or []), image_size=int(meta["params"]["image_size"]),
                           adapter=load_adapter_config(run))
-    return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_meta(meta), tokenizer, config)
+    info = {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
+    return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_meta(meta), tokenizer, config, info)
+
+
+def load_sigma_policy_factory(run, mode: str = "sigma+adapter"):
+    """For `sigma serve`: load the weights once; each call makes a policy with its own episode state."""
+    from dataclasses import replace
+
+    shared = load_sigma_policy(run, mode=mode)
+
+    def factory() -> SigmaPolicy:
+        return SigmaPolicy(shared.model, shared.base, shared.norm, shared.tokenizer, replace(shared.config),
+                           shared.info)
+
+    return factory

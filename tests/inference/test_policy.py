@@ -1,0 +1,78 @@
+"""SigmaPolicy: action queue, its own semantic memory per episode, modes, and serving a real policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy
+from sigma_vla.models import SigmaConfig, SigmaModel
+from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
+from sigma_vla.models.text import TextTokenizer
+from sigma_vla.training.transforms import Normalizer
+
+S = 64
+
+
+def make_policy(mode: str = "sigma+adapter", n_action_steps: int = 2) -> SigmaPolicy:
+    torch.manual_seed(0)
+    cfg = SigmaConfig.tiny(state_dim=14, action_dim=4, horizon=8, chunk=4)
+    cfg = cfg.replace(vision=cfg.vision.__class__(**{**cfg.vision.__dict__, "num_cameras": 1, "image_size": S}))
+    model = SigmaModel(cfg).eval()
+    base = TinyBasePolicy(TinyBaseConfig.tiny(state_dim=14, action_dim=4, horizon=8, num_cameras=1)).eval()
+    config = PolicyConfig(mode=mode, n_action_steps=n_action_steps, image_size=S)
+    norm = Normalizer(torch.zeros(14), torch.ones(14), torch.full((4,), 0.5), torch.full((4,), 2.0))
+    return SigmaPolicy(model, base, norm, TextTokenizer(cfg.language.text_max_len), config, {"fps": 10.0})
+
+
+def obs(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"observation.state": rng.normal(size=14).astype(np.float32),
+            "observation.images.front": rng.integers(0, 256, (S, S, 3), dtype=np.uint8)}
+
+
+def test_queue_replans_every_n_steps_and_memory_advances():
+    policy = make_policy(n_action_steps=2)
+    policy.reset()
+    a0 = policy.select_action(obs(), "put it far left")
+    first_plan, m1 = policy.last_plan, policy.memory.clone()
+    a1 = policy.select_action(obs(1), "put it far left")
+    assert policy.last_plan is first_plan  # the second action came from the queue
+    np.testing.assert_array_equal(a1, first_plan.actions[1])
+    np.testing.assert_array_equal(a0, first_plan.actions[0])
+    policy.select_action(obs(2), "put it far left")
+    assert policy.last_plan is not first_plan and not torch.equal(policy.memory, m1)  # re-planned, m_t moved on
+    policy.reset()
+    assert policy.memory is None and not policy.queue
+
+
+def test_base_mode_returns_the_base_chunk_in_raw_units():
+    policy = make_policy(mode="base")
+    plan = policy.plan(obs(), "anything")
+    batch = policy.batch(obs(), "anything")
+    expected = policy.base.predict_chunk(batch)[0, :4] * 2.0 + 0.5  # un-normalised with std 2, mean 0.5
+    np.testing.assert_allclose(plan.actions, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert plan.adapter_scale == 0.0
+
+
+def test_policies_sharing_weights_keep_their_own_memory():
+    a = make_policy()
+    b = SigmaPolicy(a.model, a.base, a.norm, a.tokenizer, a.config, a.info)
+    a.plan(obs(0), "put it far left")
+    mem_a = a.memory.clone()
+    b.plan(obs(5), "the bin is on your right")
+    assert torch.equal(a.memory, mem_a) and b.memory is not None and not torch.equal(b.memory, mem_a)
+
+
+def test_metadata_declares_the_inputs():
+    meta = make_policy().metadata()
+    assert meta["inputs"] == {"observation.state": {"dtype": "float32", "shape": [14]},
+                              "observation.images.front": {"dtype": "uint8", "shape": [S, S, 3]}}
+    assert meta["chunk"] == 4 and meta["action_dim"] == 4
+
+
+@pytest.mark.parametrize("mode", ["sigma", "sigma+adapter"])
+def test_actions_are_finite_and_shaped(mode):
+    plan = make_policy(mode).plan(obs(), "hand it to the person on your left")
+    assert plan.actions.shape == (4, 4) and np.isfinite(plan.actions).all()
