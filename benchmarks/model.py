@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -88,7 +89,9 @@ def embedded(runs: int, rounds: int, wait_quiet: float) -> dict[str, Any]:
         "load_average_after": list(os.getloadavg()),
     }
     torch.set_num_threads(1)
-    out["latency_ms_batch1"]["sigma_forward_1_thread"] = time_ms(lambda: model(batch), runs, rounds)
+    lat = out["latency_ms_batch1"]
+    lat["sigma_forward_1_thread"] = time_ms(lambda: model(batch), runs, rounds)
+    lat["sigma_cpu_time_ms_1_thread"] = cpu_time_ms(lambda: model(batch), runs)
     torch.set_num_threads(2)
     return out
 
@@ -110,6 +113,18 @@ def time_ms(fn: Any, runs: int, rounds: int = 5, warmup: int = 10) -> dict[str, 
     best = min(blocks, key=statistics.median)
     return {"median": statistics.median(best), "p90": best[int(0.9 * (len(best) - 1))], "min": best[0],
             "runs": runs, "block_medians": [round(statistics.median(b), 2) for b in blocks]}
+
+
+def cpu_time_ms(fn: Any, runs: int) -> float:
+    """Process CPU time per call (1 thread): what one call costs, whatever else the machine is doing."""
+    with torch.inference_mode():
+        fn()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for _ in range(runs):
+            fn()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return spent * 1e3 / runs
 
 
 def pi05_sized() -> dict[str, Any]:

@@ -157,7 +157,9 @@ def _scan(ds: LeRobotDataset, cfg: PrepConfig, progress: bool) -> tuple[dict[int
         if not ds.camera_keys:
             raise SigmaError("dataset declares no cameras; use --state-only", file=ds.info_path, field="features")
         for path in sorted({ep.videos[c].path for ep in ds.episodes for c in ds.video_keys}):
-            probe_video(path)  # missing or corrupt files fail here, before any shard exists
+            if not path.exists():
+                raise SigmaError("video file missing (pass --state-only to prep without cameras)", file=path)
+            probe_video(path)  # corrupt files fail here, before any shard exists
     columns, counts = {}, {}
     stats = {"windows_total": 0, "windows_dropped_static": 0, "episodes_too_short": 0}
     for ep in tqdm(ds.episodes, desc="scan", unit="ep", disable=not progress, leave=False):

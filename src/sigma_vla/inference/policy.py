@@ -158,21 +158,31 @@ def load_adapter_config(run) -> AdapterConfig:
 
 @torch.no_grad()
 def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size: int = 64,
-                      limit: int = 512) -> AdapterConfig:
-    """Set the adapter's ||tau|| range from the trained model on training windows: tau_max = 2 x the 99th
-    percentile (tau beyond twice anything seen in training is out of distribution), tau_min = 0. Written to
-    RUN/adapter.json so evaluation, rollouts and the server gate alike."""
+                      limit: int = 1024) -> AdapterConfig:
+    """Fit the adapter's notion of "normal" to the trained model on training windows (paper 4.3 leaves the ranges
+    open): tau_max = 2 x the 99th percentile of ||tau||, ratio_max = 1.5 x the 95th percentile of the residual
+    ratio ||delta|| / ||base||. Beyond those, a residual or tau is unlike anything seen in training and the gate
+    closes. Written to RUN/adapter.json so evaluation, rollouts and the server gate alike."""
     import json
     from dataclasses import asdict, replace
     from pathlib import Path
 
+    from sigma_vla.inference.adapter import risk_terms
+
     n = min(limit, len(data["split"]))
-    norms = []
+    taus, ratios = [], []
     for start in range(0, n, batch_size):
         batch = transform({k: v[start:min(start + batch_size, n)] for k, v in data.items()})
-        norms.append(model(batch).telepathy_factors.norm(dim=1))
-    tau = torch.cat(norms)
-    cfg = replace(AdapterConfig(), tau_max=float(2 * torch.quantile(tau, 0.99).clamp_min(1e-3)))
+        out = model(batch)
+        base = base_action_dict(batch["base_action_trajectory"], out.action_chunk.shape[1])
+        bases = (base["base_action_vector"], base["base_action_chunk"], base["base_action_trajectory"])
+        preds = tuple(b + r for b, r in zip(bases, (out.action_vector, out.action_chunk, out.action_trajectory)))
+        terms = risk_terms(preds, bases, out.telepathy_factors, out.action_conditions, AdapterConfig())
+        taus.append(terms["tau_norm"])
+        ratios.append(terms["ratio"])
+    tau, ratio = torch.cat(taus), torch.cat(ratios)
+    cfg = replace(AdapterConfig(), tau_max=float(2 * torch.quantile(tau, 0.99).clamp_min(1e-3)),
+                  ratio_max=float(1.5 * torch.quantile(ratio, 0.95).clamp_min(1e-3)))
     tmp = Path(run) / (ADAPTER_FILE + ".tmp")
     tmp.write_text(json.dumps(asdict(cfg), indent=1))
     tmp.replace(Path(run) / ADAPTER_FILE)
