@@ -8,10 +8,6 @@ from pathlib import Path
 
 import typer
 
-from sigma_vla.data.lerobot import LeRobotDataset
-from sigma_vla.data.prep import PrepConfig, run_prep
-from sigma_vla.data.validate import describe, validate_dataset
-
 
 def _print_description(d: dict, problems: list[str]) -> None:
     typer.echo(f"{d['path']}  (LeRobot {d['codebase_version']}, {d['fps']:g} fps, robot {d['robot_type']})")
@@ -41,6 +37,9 @@ def inspect(
     skip_videos: bool = typer.Option(False, "--skip-videos", help="Do not decode videos during validation."),
 ) -> None:
     """Describe a dataset and validate it; exits 1 when validation finds problems."""
+    from sigma_vla.data.lerobot import LeRobotDataset
+    from sigma_vla.data.validate import describe, validate_dataset
+
     ds = LeRobotDataset(dataset)
     d = describe(ds)
     problems = validate_dataset(ds, check_videos=not skip_videos)
@@ -67,6 +66,8 @@ def prep(
     seed: int = typer.Option(0, help="Seed of the episode -> split assignment."),
 ) -> None:
     """Slide windows over every episode and write safetensors shards plus meta.json (paper 4.1)."""
+    from sigma_vla.data.prep import PrepConfig, run_prep
+
     cfg = PrepConfig(horizon=horizon, chunk=chunk, min_action_norm=min_action_norm, image_size=image_size,
                      state_only=state_only, split=split, shard_size=shard_size, stride=stride, seed=seed)
     start = time.perf_counter()

@@ -12,20 +12,14 @@ from sigma_vla.errors import SigmaError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sigma VLA toolkit: record, inspect, prep, train and evaluate Sigma over a frozen VLA base.")
 
-# Sub-command registration: one line per command module.
-from sigma_vla.cli import record as _record; app.command("record")(_record.record)  # noqa: E402, E702
-from sigma_vla.cli import data as _data  # noqa: E402
+# Sub-command registration, in pipeline order (each module imports its heavy dependencies lazily).
+from sigma_vla.cli import base, data, demo, evaluate, record, serve, train  # noqa: E402
 
-app.command("inspect")(_data.inspect)
-app.command("prep")(_data.prep)
-from sigma_vla.cli import demo as _demo; app.command("demo")(_demo.demo)  # noqa: E402, E702
-from sigma_vla.cli import evaluate as _eval; app.command("eval")(_eval.evaluate)  # noqa: E402, E702
-app.command("rollout")(_eval.rollout)
-app.command("report")(_eval.report)
-from sigma_vla.cli import serve as _serve; app.command("serve")(_serve.serve)  # noqa: E402, E702
-from sigma_vla.cli import train as _train; app.command("train")(_train.train)  # noqa: E402, E702
-from sigma_vla.cli import train as _train; app.command("plot-losses")(_train.plot_losses)  # noqa: E402, E702
-from sigma_vla.cli import base as _base; app.command("train-base")(_base.train_base); app.command("base-actions")(_base.base_actions)  # noqa: E402, E702, E501
+for name, command in [("record", record.record), ("inspect", data.inspect), ("prep", data.prep),
+                      ("train-base", base.train_base), ("base-actions", base.base_actions), ("train", train.train),
+                      ("plot-losses", train.plot_losses), ("eval", evaluate.evaluate), ("rollout", evaluate.rollout),
+                      ("report", evaluate.report), ("serve", serve.serve), ("demo", demo.demo)]:
+    app.command(name)(command)
 
 
 def main() -> None:

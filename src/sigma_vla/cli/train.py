@@ -13,7 +13,6 @@ from pathlib import Path
 import typer
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.training.config import MIXED_PRECISION
 
 
 def train(
@@ -47,6 +46,8 @@ def train(
         raise typer.Exit(spawn_cpu_ranks(ranks, sys.argv[1:]))
     from sigma_vla.training.run import finetune_base as run_base
     from sigma_vla.training.run import train_sigma
+
+    from sigma_vla.training.config import MIXED_PRECISION  # lazily: torch is not needed for `sigma --help`
 
     if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
         raise SigmaError(f"must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}",

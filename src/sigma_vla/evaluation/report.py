@@ -134,7 +134,7 @@ def rollout_section(paths: list[Path]) -> str:
                      "ci95": "-".join(f"{v:.0%}" for v in s.get("success_ci95", [])),
                      "final_distance_cm": 100 * s.get("mean_final_distance_m", 0.0), "mean_length": s.get("mean_length")})
         detail = s.get("episodes_detail") or []
-        if detail and detail[0].get("tau_norms"):
+        if detail and any(detail[0].get("tau_norms") or []):  # the base policy has no tau to show
             fig, ax = plt.subplots(figsize=(5, 2.5))
             ax.plot(detail[0]["tau_norms"], label="||tau||")
             ax2 = ax.twinx()
@@ -143,14 +143,17 @@ def rollout_section(paths: list[Path]) -> str:
             ax.set_title(f"{p.parent.name}: episode 0 ({detail[0]['instruction'][:40]})", fontsize=8)
             parts.append(_img(_png(fig), "tau norm and adapter scale over an episode"))
         for gif in sorted(p.parent.glob("episode_*.gif"))[:1]:
-            parts.append(_img("data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode(),
-                              f"{p.parent.name} rollout animation"))
+            src = "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
+            parts.append(f'<figure><img class="anim" src="{src}" alt="{p.parent.name} rollout animation">'
+                         f"<figcaption>{html.escape(p.parent.name)}: {html.escape(detail[0]['instruction'])}"
+                         f"</figcaption></figure>" if detail else _img(src, "rollout animation"))
     return table(rows, list(rows[0])) + "\n" + "\n".join(parts)
 
 
 STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}table{border-collapse:collapse;"
          "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-         "img{max-width:100%;margin:.5em 0}")
+         "img{max-width:100%;margin:.5em 0}img.anim{width:256px;image-rendering:pixelated}"
+         "figure{display:inline-block;margin:.5em}figcaption{font-size:12px}")
 CHECK_IMAGES = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
                 "const ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;"
                 "document.getElementById('image-status').textContent=`images loaded: ${ok}/${imgs.length}`;});"
