@@ -1,6 +1,7 @@
 """Benchmark `sigma prep` against pure video decoding and against a naive per-frame reader.
 
-    python benchmarks/prep.py [--dataset DIR] [--episodes 50] [--workers 1] [--out benchmarks/results/prep.json]
+    python benchmarks/prep.py [--dataset DIR] [--episodes 50] [--workers 1] [--image-size S]
+                              [--out benchmarks/results/prep.json]
 
 Without --dataset it records one with `sigma record` (SO-101 sim, 128 px, H.264 unless --codec) into a temp dir.
 Measures: prep windows/s and frames decoded/s (best of --repeats runs); the pure decode time of the same videos
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--naive-windows", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--image-size", type=int, help="prep's frame side (default: the camera's own size)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/prep.json"))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sigma-bench-prep-"))
@@ -87,7 +89,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "sigma_vla.cli.main", "record", "--episodes", str(args.episodes),
                         "--out", str(dataset), "--codec", args.codec, "--workers", "2"], check=True)
     ds = LeRobotDataset(dataset)
-    cfg = PrepConfig(image_size=128)
+    cfg = PrepConfig(image_size=args.image_size or ds.shape(ds.video_keys[0])[0])
     yuv_s, _ = min(pure_decode_seconds(ds) for _ in range(3))
     decode_s, decoded = min(pure_decode_seconds(ds, cfg.image_size) for _ in range(3))
     prep_s = float("inf")

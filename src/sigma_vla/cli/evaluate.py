@@ -28,7 +28,12 @@ def load_eval_data(shards: Path, split: str):
     if any(shards.glob("shard_*.pt")) and not any(shards.glob("shard_*.safetensors")):
         from sigma_vla.evaluation.pt_shards import load_pt_shards
 
-        return load_pt_shards(shards)
+        data, meta = load_pt_shards(shards)
+        if "base_action_vector" not in data:
+            raise SigmaError("these .pt shards carry no base_action_* (the untuned base's offline actions); add "
+                             "them to the samples or prep the source dataset with `sigma prep`", file=shards,
+                             field="base_action_vector")
+        return data, meta
     from sigma_vla.data.shards import load_shards, read_meta
 
     meta = read_meta(shards)
