@@ -22,3 +22,12 @@ class SigmaError(Exception):
             where.append(f"field '{self.field}'")
         prefix = ": ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+def first_line(err: BaseException, with_type: bool = False) -> str:
+    """The first line of a third-party exception's message (ours are one line; theirs often are not)."""
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else ""
+    if with_type or not line:
+        return f"{type(err).__name__}: {line}" if line else type(err).__name__
+    return line

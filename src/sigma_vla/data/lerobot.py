@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, first_line
 
 SUPPORTED_VERSIONS = ("v2.1", "v3.0")
 STATE_KEY = "observation.state"
@@ -72,8 +72,7 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SigmaError(f"unreadable parquet (truncated or corrupt?): {first}", file=path) from None
+        raise SigmaError(f"unreadable parquet (truncated or corrupt?): {first_line(err)}", file=path) from None
     except KeyError as err:
         raise SigmaError("column missing", file=path, field=str(err)) from None
 

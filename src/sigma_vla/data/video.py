@@ -14,7 +14,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, first_line
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,13 @@ class VideoInfo:
     frames: int  # as declared by the container (0 when unknown)
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _open(path: Path):
     if not path.exists():
         raise SigmaError("video file missing", file=path)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
-        raise SigmaError(f"video unreadable (corrupt?): {_first_line(err)}", file=path) from None
+        raise SigmaError(f"video unreadable (corrupt?): {first_line(err)}", file=path) from None
     if not container.streams.video:
         container.close()
         raise SigmaError("no video stream in file", file=path)
@@ -118,7 +113,7 @@ class VideoCursor:
                 if j == n:
                     self._peek = frame  # the next episode may start on this very frame
         except av.error.FFmpegError as err:
-            raise SigmaError(f"video decode failed (corrupt?): {_first_line(err)}", file=self.path) from None
+            raise SigmaError(f"video decode failed (corrupt?): {first_line(err)}", file=self.path) from None
         if j < n:
             raise SigmaError(f"no frame within {tolerance:.4f} s of t={wanted[j]:.4f} s (video truncated, or "
                              f"timestamps do not match it)", file=self.path)

