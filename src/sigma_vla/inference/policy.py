@@ -18,15 +18,18 @@ Shape legend (data/schema.py): B batch, C chunk, T horizon, Da action dim, Ds st
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from sigma_vla.inference.adapter import AdapterConfig, adapt
+from sigma_vla.errors import SigmaError
+from sigma_vla.inference.adapter import AdapterConfig, adapt, risk_terms
 from sigma_vla.models.base_policy import BasePolicy, base_action_dict
 
 MODES = ("base", "sigma", "sigma+adapter")
@@ -144,14 +147,10 @@ class SigmaPolicy:
 
 # ---- loading a policy from a run directory -----------------------------------------------------------------------
 ADAPTER_FILE = "adapter.json"
-POLICY_FILE = "policy.json"
 
 
 def load_adapter_config(run) -> AdapterConfig:
     """RUN/adapter.json (written by `calibrate_adapter`), else the defaults."""
-    import json
-    from pathlib import Path
-
     path = Path(run) / ADAPTER_FILE
     return AdapterConfig(**json.loads(path.read_text())) if path.exists() else AdapterConfig()
 
@@ -163,12 +162,6 @@ def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size
     open): tau_max = 2 x the 99th percentile of ||tau||, ratio_max = 1.5 x the 95th percentile of the residual
     ratio ||delta|| / ||base||. Beyond those, a residual or tau is unlike anything seen in training and the gate
     closes. Written to RUN/adapter.json so evaluation, rollouts and the server gate alike."""
-    import json
-    from dataclasses import asdict, replace
-    from pathlib import Path
-
-    from sigma_vla.inference.adapter import risk_terms
-
     n = min(limit, len(data["split"]))
     taus, ratios = [], []
     for start in range(0, n, batch_size):
@@ -191,9 +184,6 @@ def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size
 
 def load_run_model(run):
     """The trained Sigma of a run directory (RUN/model), frozen, in eval mode."""
-    from pathlib import Path
-
-    from sigma_vla.errors import SigmaError
     from sigma_vla.models import SigmaModel
 
     model_dir = Path(run) / "model"
@@ -206,11 +196,7 @@ def load_run_model(run):
 
 def _run_context(run) -> tuple[dict, dict]:
     """(run.json, the shards' meta.json) of a Sigma run; errors name the file and field."""
-    import json
-    from pathlib import Path
-
     from sigma_vla.data.shards import read_meta
-    from sigma_vla.errors import SigmaError
 
     run_file = Path(run) / "run.json"
     if not run_file.exists():
@@ -224,9 +210,6 @@ def _run_context(run) -> tuple[dict, dict]:
 def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy: bool = True,
                       n_action_steps: int = 4) -> SigmaPolicy:
     """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on."""
-    from pathlib import Path
-
-    from sigma_vla.errors import SigmaError
     from sigma_vla.models.base_policy import load_base_policy
     from sigma_vla.models.text import TextTokenizer
     from sigma_vla.training.transforms import Normalizer
@@ -248,8 +231,6 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
 
 def load_sigma_policy_factory(run, mode: str = "sigma+adapter"):
     """For `sigma serve`: load the weights once; each call makes a policy with its own episode state."""
-    from dataclasses import replace
-
     shared = load_sigma_policy(run, mode=mode)
 
     def factory() -> SigmaPolicy:
