@@ -114,20 +114,22 @@ def _worker_init(root: str) -> None:
 
 
 def episode_samples(ds: LeRobotDataset, ep_index: int, cfg: PrepConfig, split: str,
-                    skip: int = 0) -> dict[str, np.ndarray]:
-    """All kept windows of one episode as sample arrays (first dim W), minus the first `skip` of them."""
+                    skip: int = 0, cols: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """All kept windows of one episode as sample arrays (first dim W), minus the first `skip` of them.
+    `cols`: the episode's columns when the caller already read them (the serial path reuses the scan's)."""
     ep = next(e for e in ds.episodes if e.index == ep_index)
-    cols = ds.episode_columns(ep)
+    cols = cols if cols is not None else ds.episode_columns(ep)
     starts, windows, avg, mx, _ = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride)
     starts, windows, avg, mx = starts[skip:], windows[skip:], avg[skip:], mx[skip:]
     w, s = len(starts), cfg.image_size
-    cams = [] if cfg.state_only else ds.camera_keys
-    vision = np.empty((w, len(cams), 3, s, s), dtype=np.uint8)  # (W, V, 3, S, S)
-    for v, cam in enumerate(cams):
-        if w:
-            times = video_times(ep, cam, cols["timestamp"][starts])
-            frames = decode_frames(ep.videos[cam].path, times, tolerance(ds.fps), size=s)  # (W, S, S, 3)
-            vision[:, v] = frames.transpose(0, 3, 1, 2)  # (W, 3, S, S)
+    cams = [] if cfg.state_only or not w else ds.camera_keys
+    frames = [decode_frames(ep.videos[cam].path, video_times(ep, cam, cols["timestamp"][starts]),
+                            tolerance(ds.fps), size=s) for cam in cams]  # V x (W, S, S, 3)
+    if not frames:
+        vision = np.empty((w, len(ds.camera_keys) if not cfg.state_only else 0, 3, s, s), dtype=np.uint8)
+    else:  # a view where possible: the shard writer's concatenation makes the one contiguous copy
+        stacked = frames[0][:, None] if len(frames) == 1 else np.stack(frames, axis=1)  # (W, V, S, S, 3)
+        vision = stacked.transpose(0, 1, 4, 2, 3)  # (W, V, 3, S, S)
     return {
         "vision_inputs": vision,
         "robot_state": cols["state"][starts],  # (W, Ds)
@@ -166,7 +168,7 @@ def _scan(ds: LeRobotDataset, cfg: PrepConfig, progress: bool) -> tuple[dict[int
         cols = ds.episode_columns(ep)
         check_columns(ds, ep, cols)
         starts, _, _, _, dropped = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride)
-        columns[ep.index] = {"state": cols["state"], "action": cols["action"]}
+        columns[ep.index] = cols
         counts[ep.index] = len(starts)
         stats["windows_total"] += len(starts) + dropped
         stats["windows_dropped_static"] += dropped
@@ -200,7 +202,7 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
             jobs.append((ep.index, cfg, splits[ep.index], max(0, done - offset)))
         offset += n
     try:
-        _write_all(ds, jobs, writer, workers, progress)
+        _write_all(ds, jobs, writer, workers, progress, columns)
     except SigmaError:
         # Bad input found mid-run (say a corrupt video): a fresh run removes only what it wrote. An interrupt
         # is not caught: its complete shards stay, and rerunning the command resumes after them.
@@ -215,11 +217,12 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
     return {**meta, "status": "complete"}
 
 
-def _write_all(ds: LeRobotDataset, jobs: list, writer: ShardWriter, workers: int, progress: bool) -> None:
+def _write_all(ds: LeRobotDataset, jobs: list, writer: ShardWriter, workers: int, progress: bool,
+               columns: dict[int, dict]) -> None:
     bar = tqdm(total=len(jobs), desc="prep", unit="ep", disable=not progress)
     try:
         if workers <= 1:
-            for samples in (episode_samples(ds, *job) for job in jobs):
+            for samples in (episode_samples(ds, *job, cols=columns[job[0]]) for job in jobs):
                 writer.add(samples)
                 bar.update(1)
         else:

@@ -100,16 +100,26 @@ class ShardWriter:
             pending.result()
 
     def _flush(self, n: int) -> None:
-        merged = {k: np.concatenate([b[k] for b in self.buffer]) for k in self.buffer[0]}
-        head = {k: v[:n] for k, v in merged.items()}
-        rest = {k: v[n:] for k, v in merged.items()}
+        """Write the first n buffered samples; each sample is copied once (into the shard's contiguous arrays)."""
+        take, used = [], 0
+        for block in self.buffer:
+            size = len(block["split"])
+            take.append({k: v[: n - used] for k, v in block.items()} if used + size > n else block)
+            used += min(size, n - used)
+            if used == n:
+                break
+        head = {k: np.concatenate([b[k] for b in take]) for k in self.buffer[0]}
+        last = self.buffer[len(take) - 1]
+        cut = len(take[-1]["split"])
+        rest = [{k: v[cut:] for k, v in last.items()}] if cut < len(last["split"]) else []
+        rest += self.buffer[len(take):]
         path = self.out_dir / SHARD_PATTERN.format(self.next_index)
         self.drain()
         self._pending = self._pool.submit(write_shard, path, head)
         self.written.append(path)
         self.next_index += 1
         self.buffered -= n
-        self.buffer = [rest] if self.buffered else []
+        self.buffer = rest
 
 
 def load_shards(shards_dir: str | Path, keys: list[str] | None = None) -> dict[str, "torch.Tensor"]:
