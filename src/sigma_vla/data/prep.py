@@ -233,7 +233,6 @@ def _write_all(ds: LeRobotDataset, jobs: list, writer: ShardWriter, workers: int
                     bar.update(1)
         writer.close()
     finally:
-        writer.drain()  # a shard already handed to the writer lands whole, whatever happened here
         bar.close()
 
 
