@@ -43,3 +43,15 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         sys.argv = old
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny-tensor tests run single-threaded: intra-op threads only add contention on a busy 2-core machine (a
+    20 ms step can take seconds). tests/models and tests/training use it for every test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

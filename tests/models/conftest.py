@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import peft  # noqa: F401  (imported at collection: the first test that builds a backbone would pay ~3 s for it)
 import pytest
-import torch
 import transformers  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
