@@ -38,18 +38,22 @@ def train_base(
     batch_size: int = typer.Option(32, "--batch-size", help="Samples per step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights and data order."),
+    vision: str = typer.Option("keypoints", "--vision", help="Camera encoder: keypoints (spatial softmax) | grid."),
+    augment_shift: int = typer.Option(4, "--augment-shift", help="Random-shift augmentation in pixels (0: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train the embedded base policy (TinyBasePolicy) on SHARDS, then freeze it."""
-    result = fit_base(shards, out, split, instruction or None, steps, batch_size, lr, seed, resume, progress)
+    result = fit_base(shards, out, split, instruction or None, steps, batch_size, lr, seed, resume, progress,
+                      {"vision": vision, "augment_shift": augment_shift})
     typer.echo(f"trained the base {result['steps']} steps on {result['samples']} '{split}' windows "
                f"(last loss {result['last_loss']:.4g}); model in {out}")
 
 
 def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | None = GENERIC_INSTRUCTION,
              steps: int = 600, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, resume: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a TinyBasePolicy on one split of SHARDS; model_options override TinyBaseConfig fields (vision, ...)."""
     import torch
 
     from sigma_vla.data.shards import ShardDataset
@@ -67,7 +71,8 @@ def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | No
     meta = data.meta
     horizon, chunk = _meta_dims(meta)
     config = TinyBaseConfig(state_dim=int(meta["state_dim"]), action_dim=int(meta["action_dim"]), horizon=horizon,
-                            num_cameras=len(meta.get("cameras") or []), instruction=instruction)
+                            num_cameras=len(meta.get("cameras") or []), instruction=instruction,
+                            **(model_options or {}))
     try:
         train_cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(20, steps // 10),
                                 checkpoint_every=max(1, steps // 2), keep_last=1, val_every=0, seed=seed)

@@ -63,13 +63,17 @@ def prep(
     split: str = typer.Option("train:0.8,val:0.1,test:0.1", help="Episode split fractions (base, train, val, test)."),
     shard_size: int = typer.Option(256, help="Samples per shard file."),
     stride: int = typer.Option(1, help="Frames between window starts."),
+    pad_end: bool = typer.Option(True, "--pad-end/--no-pad-end",
+                                 help="Windows at every frame, the last action repeated past the end (--no-pad-end: "
+                                      "full windows only, the paper's protocol)."),
     seed: int = typer.Option(0, help="Seed of the episode -> split assignment."),
 ) -> None:
     """Slide windows over every episode and write safetensors shards plus meta.json (paper 4.1)."""
     from sigma_vla.data.prep import PrepConfig, run_prep
 
     cfg = PrepConfig(horizon=horizon, chunk=chunk, min_action_norm=min_action_norm, image_size=image_size,
-                     state_only=state_only, split=split, shard_size=shard_size, stride=stride, seed=seed)
+                     state_only=state_only, split=split, shard_size=shard_size, stride=stride, seed=seed,
+                     pad_end=pad_end)
     start = time.perf_counter()
     meta = run_prep(dataset, out, cfg, workers=workers)
     w = meta["windows"]

@@ -129,18 +129,17 @@ def run_evaluation(shards: Path, sigma_run: Path, base_run: Path, out: Path) -> 
     typer.echo(f"({time.perf_counter() - start:.0f} s) -> {out / 'eval' / 'sigma_eval_report.json'}")
 
 
-def run_rollout_stage(plan: DemoPlan, sigma_run: Path, out: Path) -> None:
-    from sigma_vla.evaluation.rollout import run_rollouts
-    from sigma_vla.inference.policy import load_sigma_policy
+def run_rollout_stage(plan: DemoPlan, sigma_run: Path, base_run: Path, out: Path) -> None:
+    from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
 
     start = _stage(f"closed loop: {plan.rollout_episodes} held-out episodes per policy in the simulator", False)
-    policy = load_sigma_policy(sigma_run)
-    for mode in ("base", "sigma", "sigma+adapter"):
-        policy.config = replace(policy.config, mode=mode)
-        s = run_rollouts(policy, plan.rollout_episodes, 0, plan.image_size, out / f"rollout_{mode}",
-                         max_steps=plan.rollout_max_steps, animations=1)
-        typer.echo(f"{mode:14s} success {s['success_rate']:.0%} (95% CI {s['success_ci95'][0]:.0%}-"
-                   f"{s['success_ci95'][1]:.0%}), final distance {100 * s['mean_final_distance_m']:.1f} cm")
+    specs = plan_episodes(plan.rollout_episodes, 0)
+    for label, source, mode in (("base", sigma_run, "base"), ("base fine-tuned", base_run, "base"),
+                                ("sigma", sigma_run, "sigma"), ("sigma+adapter", sigma_run, "sigma+adapter")):
+        job = RolloutJob(str(source), mode, 1, plan.image_size, plan.rollout_max_steps)
+        name = "rollout_" + label.replace(" ", "_").replace("+", "_")
+        s = run_rollouts(job, specs, out / name, animations=1, workers=plan.workers, progress=True, label=label)
+        typer.echo(format_summary(label, s))
     typer.echo(f"({time.perf_counter() - start:.0f} s)")
 
 
@@ -159,7 +158,7 @@ def demo(
     run_base_actions(shards, base)
     sigma_run, base_run = run_training(plan, shards, base, out)
     run_evaluation(shards, sigma_run, base_run, out)
-    run_rollout_stage(plan, sigma_run, out)
+    run_rollout_stage(plan, sigma_run, base_run, out)
     from sigma_vla.evaluation.report import build_report
 
     page = build_report(out, out / "report.html")

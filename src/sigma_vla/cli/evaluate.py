@@ -38,7 +38,10 @@ def load_eval_data(shards: Path, split: str):
 
     meta = read_meta(shards)
     data = load_shards(shards)
-    idx = torch.nonzero(data["split"] == SPLIT_CODES[split]).squeeze(1)
+    keep = data["split"] == SPLIT_CODES[split]
+    if "pad_steps" in data:  # the paper's protocol replays full windows only (data/windows.py)
+        keep &= data["pad_steps"] == 0
+    idx = torch.nonzero(keep).squeeze(1)
     if not len(idx):
         raise SigmaError(f"split {split!r} has no windows", file=shards / "meta.json", field="split")
     if "base_action_vector" not in data:
@@ -103,30 +106,46 @@ def evaluate(
 
 
 def rollout(
-    run: Path = typer.Argument(..., help="Sigma run directory (from `sigma train`)."),
+    run: Path = typer.Argument(..., help="Sigma run (`sigma train`), base (`sigma train-base`) or fine-tuned base run."),
     out: Path = typer.Option(..., "--out", help="Where rollouts.json and the animations go."),
-    episodes: int = typer.Option(10, help="Closed-loop episodes."),
+    episodes: int = typer.Option(20, help="Closed-loop episodes."),
     seed: int = typer.Option(0, help="Rollout seed (disjoint from recording seeds)."),
-    policy: str = typer.Option("sigma+adapter", help="base | sigma | sigma+adapter."),
+    policy: str = typer.Option("sigma+adapter", help="base | sigma | sigma+adapter (a base directory: base)."),
     templates: str = typer.Option("held-out", help="Instruction templates: held-out | seen | all."),
+    instruction: str = typer.Option(None, "--instruction", help="Your own instruction (with --zone)."),
+    zone: str = typer.Option(None, "--zone", help="The zone your instruction means (near_left ... far_right)."),
+    instructions: Path = typer.Option(None, "--instructions",
+                                      help='JSON-lines file of {"zone": ..., "text": ...[, "kind": ...]}.'),
     image_size: int = typer.Option(None, help="Camera side (default: the run's training image size)."),
-    max_steps: int = typer.Option(300, help="Step limit per episode."),
+    max_steps: int = typer.Option(120, help="Step limit per episode (the expert needs at most about 105)."),
+    replan_every: int = typer.Option(1, "--replan-every", help="Actions executed from each chunk before re-planning."),
+    workers: int = typer.Option(1, "--workers", help="Episodes in parallel processes (results identical for any W)."),
     animations: int = typer.Option(2, help="Episodes saved as GIF."),
 ) -> None:
-    """Run the policy in the SO-101 simulator on held-out seeds and instruction templates."""
-    from sigma_vla.evaluation.rollout import run_rollouts
-    from sigma_vla.inference.policy import MODES, load_sigma_policy
+    """Run the policy in the SO-101 simulator on held-out seeds and instruction templates (or your own words)."""
+    from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
+    from sigma_vla.inference.policy import MODES, load_policy
+    from sigma_vla.sim.instructions import read_instructions, user_instruction
 
     if policy not in MODES:
         raise SigmaError(f"unknown policy {policy!r} (choose {', '.join(MODES)})", field="--policy")
     if templates not in ("held-out", "seen", "all"):
         raise SigmaError(f"unknown template set {templates!r}", field="--templates")
-    pol = load_sigma_policy(run, mode=policy)
-    s = run_rollouts(pol, episodes, seed, image_size or pol.config.image_size, out, templates, max_steps,
-                     animations)
-    typer.echo(f"{policy}: success {s['success_rate']:.0%} (95% CI {s['success_ci95'][0]:.0%}-"
-               f"{s['success_ci95'][1]:.0%}) over {s['episodes']} episodes, final distance "
-               f"{100 * s['mean_final_distance_m']:.1f} cm, length {s['mean_length']:.0f} -> {out / 'rollouts.json'}")
+    for name, value in (("--episodes", episodes), ("--workers", workers), ("--replan-every", replan_every),
+                        ("--max-steps", max_steps)):
+        if value < 1:
+            raise SigmaError(f"must be >= 1, got {value}", field=name)
+    if (instruction is None) != (zone is None):
+        raise SigmaError("--instruction and --zone go together", field="--zone" if zone is None else "--instruction")
+    if instruction is not None and instructions is not None:
+        raise SigmaError("give --instruction or --instructions, not both", field="--instructions")
+    users = (read_instructions(instructions) if instructions is not None
+             else [user_instruction(instruction, zone)] if instruction is not None else None)
+    pol = load_policy(run, policy, replan_every)  # fails here, in one line, before any worker starts
+    job = RolloutJob(str(run), policy, replan_every, image_size or pol.config.image_size, max_steps)
+    s = run_rollouts(job, plan_episodes(episodes, seed, templates, users), out, animations, workers)
+    typer.echo(format_summary(policy, s))
+    typer.echo(f"-> {out / 'rollouts.json'}")
 
 
 def report(

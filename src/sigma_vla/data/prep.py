@@ -23,7 +23,7 @@ from sigma_vla.data.schema import META_FILE, SHARD_GLOB, SPLIT_CODES
 from sigma_vla.data.shards import ShardWriter, atomic_write_text, shard_num_samples, shard_paths
 from sigma_vla.data.validate import check_columns, tolerance, video_times
 from sigma_vla.data.video import decode_frames, probe_video
-from sigma_vla.data.windows import assign_splits, episode_windows, parse_split
+from sigma_vla.data.windows import assign_splits, episode_windows, pad_steps, parse_split
 from sigma_vla.errors import SigmaError
 
 
@@ -38,6 +38,7 @@ class PrepConfig:
     shard_size: int = 256
     stride: int = 1
     seed: int = 0  # seeds the episode -> split shuffle
+    pad_end: bool = True  # our choice: windows at every frame, the last action repeated (data/windows.py)
 
     def __post_init__(self):
         if self.horizon < 1:
@@ -119,7 +120,8 @@ def episode_samples(ds: LeRobotDataset, ep_index: int, cfg: PrepConfig, split: s
     `cols`: the episode's columns when the caller already read them (the serial path reuses the scan's)."""
     ep = next(e for e in ds.episodes if e.index == ep_index)
     cols = cols if cols is not None else ds.episode_columns(ep)
-    starts, windows, avg, mx, _ = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride)
+    starts, windows, avg, mx, _ = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride,
+                                                  cfg.pad_end)
     starts, windows, avg, mx = starts[skip:], windows[skip:], avg[skip:], mx[skip:]
     w, s = len(starts), cfg.image_size
     cams = [] if cfg.state_only or not w else ds.camera_keys
@@ -142,6 +144,7 @@ def episode_samples(ds: LeRobotDataset, ep_index: int, cfg: PrepConfig, split: s
         "frame_index": cols["frame_index"][starts],
         "task_index": cols["task_index"][starts],
         "split": np.full(w, SPLIT_CODES[split], dtype=np.int64),
+        "pad_steps": pad_steps(len(cols["action"]), starts, cfg.horizon),
     }
 
 
@@ -167,12 +170,13 @@ def _scan(ds: LeRobotDataset, cfg: PrepConfig, progress: bool) -> tuple[dict[int
     for ep in tqdm(ds.episodes, desc="scan", unit="ep", disable=not progress, leave=False):
         cols = ds.episode_columns(ep)
         check_columns(ds, ep, cols)
-        starts, _, _, _, dropped = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride)
+        starts, _, _, _, dropped = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride,
+                                                   cfg.pad_end)
         columns[ep.index] = cols
         counts[ep.index] = len(starts)
         stats["windows_total"] += len(starts) + dropped
         stats["windows_dropped_static"] += dropped
-        stats["episodes_too_short"] += int(ep.length < cfg.horizon)
+        stats["episodes_too_short"] += int(ep.length < cfg.horizon and not cfg.pad_end)
     return columns, counts, stats
 
 

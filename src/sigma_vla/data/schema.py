@@ -23,6 +23,7 @@ SAMPLE_KEYS: dict[str, str] = {
     "frame_index": "() int64, frame index of the window start",
     "task_index": "() int64, index into meta.json tasks",
     "split": "() int64, see SPLIT_CODES",
+    "pad_steps": "() int64, actions past the episode's end (repeats of its last action); 0 in a full window",
 }
 
 # Added by `sigma base-actions` (the frozen base's offline actions, TRAF residual targets, paper 4.2.1).

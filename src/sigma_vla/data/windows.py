@@ -1,7 +1,10 @@
 """Sliding windows over one episode (paper 4.1): pure numpy functions, no copies until the caller gathers.
 
-A window starting at frame s covers actions s .. s+T-1 and needs T real future actions: no padding, so an
-episode of F frames gives F - T + 1 windows (none when F < T).
+A window starting at frame s covers actions s .. s+T-1. Full windows need T real future actions, so an episode of
+F frames gives F - T + 1 windows (none when F < T): the paper's protocol, which never trains on the last T - 1
+states, where the robot puts the block down and lets go. With pad_end a window starts at every frame and the
+actions past the episode's end repeat its last action (LeRobot pads chunks the same way): the expert's last action
+holds still with the jaw open; `pad_steps` counts the repeated actions (0 for a full window).
 """
 
 from __future__ import annotations
@@ -9,17 +12,23 @@ from __future__ import annotations
 import numpy as np
 
 
-def window_starts(num_frames: int, horizon: int, stride: int = 1) -> np.ndarray:
-    """Start frames of every full window: (W,) int64."""
-    if num_frames < horizon:
+def window_starts(num_frames: int, horizon: int, stride: int = 1, pad_end: bool = False) -> np.ndarray:
+    """Start frames of every full window (pad_end: of every window, padded ones included): (W,) int64."""
+    last = num_frames - 1 if pad_end else num_frames - horizon
+    if last < 0:
         return np.zeros(0, dtype=np.int64)
-    return np.arange(0, num_frames - horizon + 1, stride, dtype=np.int64)
+    return np.arange(0, last + 1, stride, dtype=np.int64)
 
 
 def gather_windows(actions: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
-    """(F, Da) actions -> (W, T, Da) windows at the given starts."""
-    idx = starts[:, None] + np.arange(horizon)[None, :]  # (W, T)
+    """(F, Da) actions -> (W, T, Da) windows at the given starts; steps past the end repeat the last action."""
+    idx = np.minimum(starts[:, None] + np.arange(horizon)[None, :], len(actions) - 1)  # (W, T)
     return actions[idx]  # (W, T, Da)
+
+
+def pad_steps(num_frames: int, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """(W,) int64: how many of each window's T actions are padding."""
+    return np.maximum(starts + horizon - num_frames, 0).astype(np.int64)
 
 
 def action_norms(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -28,9 +37,10 @@ def action_norms(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return norms.mean(axis=1).astype(np.float32), norms.max(axis=1).astype(np.float32)
 
 
-def episode_windows(actions: np.ndarray, horizon: int, min_action_norm: float, stride: int = 1):
+def episode_windows(actions: np.ndarray, horizon: int, min_action_norm: float, stride: int = 1,
+                    pad_end: bool = False):
     """Starts, windows and norms of the windows kept after the near-static filter (mean norm >= threshold)."""
-    starts = window_starts(len(actions), horizon, stride)
+    starts = window_starts(len(actions), horizon, stride, pad_end)
     windows = gather_windows(actions, starts, horizon)  # (W, T, Da)
     avg, mx = action_norms(windows)
     keep = avg >= min_action_norm

@@ -49,7 +49,7 @@ def load_pt_shards(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict
     n = len(samples)
     data.update(task_index=torch.tensor([tasks.index(t) for t in texts]),
                 episode_index=torch.as_tensor([int(s.get("episode_index", i)) for i, s in enumerate(samples)]),
-                split=torch.full((n,), SPLIT_CODES["test"]))
+                split=torch.full((n,), SPLIT_CODES["test"]), pad_steps=torch.zeros(n, dtype=torch.long))
     flat_actions = data["gt_action_trajectory"].reshape(-1, data["gt_action_trajectory"].shape[-1])
     norm = {name: {"mean": x.mean(0).tolist(), "std": x.std(0).clamp_min(1e-6).tolist()}
             for name, x in (("robot_state", data["robot_state"]), ("action", flat_actions))}

@@ -31,6 +31,7 @@ from torch import Tensor
 from sigma_vla.errors import SigmaError
 from sigma_vla.inference.adapter import AdapterConfig, adapt, risk_terms
 from sigma_vla.models.base_policy import BasePolicy, base_action_dict
+from sigma_vla.training.transforms import Normalizer
 
 MODES = ("base", "sigma", "sigma+adapter")
 
@@ -212,7 +213,6 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
     """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on."""
     from sigma_vla.models.base_policy import load_base_policy
     from sigma_vla.models.text import TextTokenizer
-    from sigma_vla.training.transforms import Normalizer
 
     _, meta = _run_context(run)
     base_dir = base_dir or (meta.get("base_actions") or {}).get("base")
@@ -227,6 +227,49 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
                           adapter=load_adapter_config(run))
     info = {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
     return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_meta(meta), tokenizer, config, info)
+
+
+def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
+    """A base on its own as a controller (mode "base"): a `sigma train-base` directory (the untuned base) or a
+    `sigma train --finetune-base` run (the control group, which reads the instruction)."""
+    from sigma_vla.data.shards import read_meta
+    from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.models.text import TextTokenizer
+
+    directory = Path(directory)
+    for name in ("run.json", "base_info.json"):
+        if (directory / name).is_file():
+            info = json.loads((directory / name).read_text())
+            break
+    else:
+        raise SigmaError("not a run or base directory (run.json / base_info.json missing)", file=directory)
+    if "shards" not in info:
+        raise SigmaError("no shards recorded", file=directory / name, field="shards")
+    meta = read_meta(info["shards"])
+    base = load_base_policy(directory)
+    cfg = getattr(base, "config", None)
+    tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
+    config = PolicyConfig(mode="base", n_action_steps=n_action_steps, camera_keys=list(meta.get("cameras") or []),
+                          image_size=int(meta["params"]["image_size"]))
+    info = {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
+    return SigmaPolicy(None, base, Normalizer.from_meta(meta), tokenizer, config, info)
+
+
+def policy_kind(directory) -> str:
+    """"sigma" for a Sigma run, "base" for a base directory or a fine-tuned-base run."""
+    run_file = Path(directory) / "run.json"
+    if run_file.is_file() and json.loads(run_file.read_text()).get("kind") == "sigma":
+        return "sigma"
+    return "base"
+
+
+def load_policy(directory, mode: str = "sigma+adapter", n_action_steps: int = 4) -> SigmaPolicy:
+    """Any policy `sigma rollout` can run: a Sigma run in one of MODES, or a base on its own (mode "base")."""
+    if policy_kind(directory) == "sigma":
+        return load_sigma_policy(directory, mode=mode, n_action_steps=n_action_steps)
+    if mode != "base":
+        raise SigmaError(f"{directory} holds a base policy, which runs only as --policy base", field="--policy")
+    return load_base_only_policy(directory, n_action_steps)
 
 
 def load_sigma_policy_factory(run, mode: str = "sigma+adapter"):

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.models.base_vision import GridEncoder, KeypointEncoder, random_shift
 from sigma_vla.models.checkpoint import CONFIG_FILE, load_state_checked, read_model_dir, save_model_dir
 from sigma_vla.models.config import ConfigError
 from sigma_vla.models.layers import masked_mean
 
 TINY_BASE_KIND = "sigma-vla/TinyBasePolicy"
+VISION_ENCODERS = ("keypoints", "grid")
 
 
 class BasePolicy(ABC):
@@ -60,7 +60,10 @@ class TinyBaseConfig:
     action_dim: int = 4
     horizon: int = 16
     num_cameras: int = 1
-    grid: int = 6  # conv features pooled to grid x grid tokens per camera, whatever the image side
+    vision: str = "keypoints"  # "keypoints" (spatial softmax) | "grid" (average-pooled cells); models/base_vision.py
+    keypoints: int = 32  # spatial-softmax keypoints per camera (vision="keypoints")
+    grid: int = 6  # conv features pooled to grid x grid tokens per camera (vision="grid")
+    augment_shift: int = 4  # random-shift augmentation in training, pixels (0: off)
     width: int = 128
     layers: int = 2
     heads: int = 4
@@ -75,10 +78,14 @@ class TinyBaseConfig:
     instruction: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("state_dim", "action_dim", "horizon", "grid", "width", "layers", "heads", "text_max_len",
+        for name in ("state_dim", "action_dim", "horizon", "keypoints", "grid", "width", "layers", "heads", "text_max_len",
                      "vocab_size", "text_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=f"base.{name}")
+        if self.vision not in VISION_ENCODERS:
+            raise ConfigError(f"must be one of {', '.join(VISION_ENCODERS)}, got {self.vision!r}", field="base.vision")
+        if self.augment_shift < 0:
+            raise ConfigError(f"must be >= 0, got {self.augment_shift}", field="base.augment_shift")
         if self.num_cameras < 0:
             raise ConfigError(f"must be >= 0, got {self.num_cameras}", field="base.num_cameras")
         if self.width % self.heads:
@@ -89,24 +96,9 @@ class TinyBaseConfig:
 
     @classmethod
     def tiny(cls, **kw: Any) -> TinyBaseConfig:
-        base = dict(state_dim=6, action_dim=4, horizon=6, num_cameras=2, grid=2, width=16, layers=1, heads=2,
+        base = dict(state_dim=6, action_dim=4, horizon=6, num_cameras=2, keypoints=4, grid=2, width=16, layers=1, heads=2,
                     text_max_len=8, pretrained_text=False, vocab_size=30522, text_dim=16)
         return cls(**{**base, **kw})
-
-
-class ConvEncoder(nn.Module):
-    """Four stride-2 convs and an adaptive pool: (B, 3, S, S) -> grid^2 tokens of width W."""
-
-    def __init__(self, width: int, grid: int):
-        super().__init__()
-        chans = [3, 16, 32, 64, width]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
-        self.pool = nn.AdaptiveAvgPool2d(grid)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for conv in self.convs:
-            x = F.gelu(conv(x))  # (B, c, S/2^i, S/2^i)
-        return rearrange(self.pool(x), "b c h w -> b (h w) c")  # (B, grid^2, W)
 
 
 class TinyBasePolicy(nn.Module, BasePolicy):
@@ -116,8 +108,9 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         super().__init__()
         self.config = cfg = config or TinyBaseConfig()
         w = cfg.width
-        self.cameras = nn.ModuleList(ConvEncoder(w, cfg.grid) for _ in range(cfg.num_cameras))
-        self.camera_pos = nn.Parameter(torch.randn(max(cfg.num_cameras, 1), cfg.grid**2, w) * 0.02)  # (V, g^2, W)
+        self.cameras = nn.ModuleList(_camera_encoder(cfg) for _ in range(cfg.num_cameras))
+        n_tokens = cfg.keypoints if cfg.vision == "keypoints" else cfg.grid**2
+        self.camera_pos = nn.Parameter(torch.randn(max(cfg.num_cameras, 1), n_tokens, w) * 0.02)  # (V, N, W)
         self.text_table = nn.Embedding(cfg.vocab_size, cfg.text_dim, padding_idx=0)
         if cfg.pretrained_text:
             from sigma_vla.models.backbone import load_minilm
@@ -150,7 +143,8 @@ class TinyBasePolicy(nn.Module, BasePolicy):
             frames = batch["vision_inputs"]  # (B, V, 3, S, S) uint8
             frames = frames.float() / 255.0 * 2 - 1 if frames.dtype == torch.uint8 else frames.float() * 2 - 1
             for i, enc in enumerate(self.cameras):
-                tokens.append(enc(frames[:, i]) + self.camera_pos[i])  # (B, g^2, W)
+                view = random_shift(frames[:, i], self.config.augment_shift) if self.training else frames[:, i]
+                tokens.append(enc(view) + self.camera_pos[i])  # (B, N, W)
         b = tokens[0].shape[0]
         tokens.append(self.queries.expand(b, -1, -1))  # (B, T, W)
         x = self.encoder(torch.cat(tokens, dim=1))  # (B, N, W)
@@ -197,9 +191,16 @@ class TinyBasePolicy(nn.Module, BasePolicy):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TinyBasePolicy:
         config, state, skipped = read_model_dir(directory, TINY_BASE_KIND)
+        config = {"vision": "grid", "augment_shift": 0, **config}  # bases saved before keypoints existed
         model = cls(TinyBaseConfig(**config))
         load_state_checked(model, state, skipped, directory)
         return model
+
+
+def _camera_encoder(cfg: TinyBaseConfig) -> nn.Module:
+    if cfg.vision == "keypoints":
+        return KeypointEncoder(cfg.width, cfg.keypoints)
+    return GridEncoder(cfg.width, cfg.grid)
 
 
 def load_base_policy(directory: str | Path) -> BasePolicy:

@@ -39,6 +39,7 @@ def make_fake_batch(config: SigmaConfig, batch_size: int, seed: int = 0, with_ba
         "frame_index": torch.zeros(b, dtype=torch.long),
         "task_index": torch.randint(0, config.language.num_commands, (b,), generator=g),
         "split": torch.zeros(b, dtype=torch.long),
+        "pad_steps": torch.zeros(b, dtype=torch.long),
     }
     assert set(batch) == set(SAMPLE_KEYS), "make_fake_batch is out of date with data/schema.py"
     batch.update(_fake_text(config, b, g))

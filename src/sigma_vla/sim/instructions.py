@@ -214,3 +214,51 @@ def instruction_from_template(template_id: str) -> Instruction:
         raise SigmaError(f"unknown template id {template_id!r}", field="template_id")
     t = TEMPLATES_BY_ID[template_id]
     return Instruction(t.text, t.zone, t.template_id, t.kind, t.held_out)
+
+
+USER_KIND = "user"  # a user's own words whose kind was not given
+
+
+def user_instruction(text: str, zone: str, kind: str | None = None) -> Instruction:
+    """A user's own instruction for `zone`. It counts as held out unless it is word for word a training template."""
+    get_zone(zone)
+    text = text.strip()
+    if not text:
+        raise SigmaError("the instruction is empty", field="instruction")
+    if kind is not None and kind not in (*KINDS, USER_KIND):
+        raise SigmaError(f"unknown kind {kind!r} (valid: {', '.join((*KINDS, USER_KIND))})", field="kind")
+    seen = any(t.text == text and not t.held_out for t in TEMPLATES)
+    return Instruction(text, zone, "user", kind or USER_KIND, not seen)  # type: ignore[arg-type]
+
+
+def read_instructions(path) -> list[Instruction]:
+    """A JSON-lines file of {"zone": ..., "text": ...[, "kind": ...]}; an error names the file, line and field."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SigmaError(f"cannot read instructions ({type(err).__name__})", file=path) from None
+    out = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SigmaError(f"not JSON ({err.msg})", file=where) from None
+        if not isinstance(item, dict):
+            raise SigmaError("expected an object {\"zone\": ..., \"text\": ...}", file=where)
+        for key in ("zone", "text"):
+            if not isinstance(item.get(key), str):
+                raise SigmaError("missing or not a string", file=where, field=key)
+        try:
+            out.append(user_instruction(item["text"], item["zone"], item.get("kind")))
+        except SigmaError as err:
+            raise SigmaError(err.message, file=where, field=err.field) from None
+    if not out:
+        raise SigmaError("no instructions in the file", file=path)
+    return out

