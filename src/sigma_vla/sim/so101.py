@@ -46,6 +46,12 @@ STATE_NAMES: tuple[str, ...] = (*(f"{j}.pos" for j in _JOINTS), *(f"{j}.vel" for
                                 "gripper.cmd", "ee.x", "ee.y", "ee.z")
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grasp")
 CAMERA = "front"
+# Where the expert aims its grasp, relative to the block centre (metres, world y). Measured with the package's
+# controller (docs/closed_loop.md): aiming off the centre along y by d, the block is still lifted for d in about
+# [-22, +1] mm, and along x for at least +-20 mm. The package aims at the centre, the edge of that window, so a
+# learned imitation that errs by 2 mm one way drops the block; aiming at the window's middle gives it +-1 cm.
+GRASP_AIM_OFFSET = np.array([0.0, -0.010, 0.0])
+_APPROACH_PHASES = ("HOVER", "DESCEND", "CLOSE")
 
 _EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's llvmpipe needs no GPU), "
              "or use OSMesa: apt-get install libosmesa6 and set MUJOCO_GL=osmesa")
@@ -179,8 +185,13 @@ class SO101Sim:
                           bool(truncated))
 
     def expert_action(self) -> np.ndarray:
-        """The scripted expert's next action (4,) float32; it keeps phase state, so call it once per step."""
-        return self._expert.act(self._u.ik_point_pos, self.block_pos, self.goal_pos)
+        """The scripted expert's next action (4,) float32; it keeps phase state, so call it once per step.
+        While approaching, the expert aims at the block centre plus GRASP_AIM_OFFSET; once it holds the block it
+        steers the true centre to the goal."""
+        aim = self.block_pos
+        if self._expert.phase.name in _APPROACH_PHASES:
+            aim = aim + GRASP_AIM_OFFSET
+        return self._expert.act(self._u.ik_point_pos, aim, self.goal_pos)
 
     def _set_goal(self, goal_xy: np.ndarray, raw: dict) -> dict:
         import mujoco
