@@ -145,3 +145,21 @@ def test_held_out_template_episodes_only_in_test():
     assert all(splits[e] == "test" for e in (1, 5, 9, 33))
     rest = [s for e, s in splits.items() if e not in (1, 5, 9, 33)]
     assert {s: rest.count(s) for s in fractions} == {"base": 11, "train": 18, "val": 4, "test": 3}
+
+
+def test_pad_end_windows_start_at_every_frame(mini, tmp_path):
+    """--pad-end: one window per frame; actions past the end repeat the episode's last action; pad_steps counts them."""
+    meta = run_prep(mini, tmp_path / "s", PrepConfig(horizon=8, chunk=3, state_only=True, pad_end=True),
+                    progress=False)
+    data = load_shards(tmp_path / "s")
+    assert meta["num_samples"] == sum(LENGTHS)
+    ds = LeRobotDataset(mini)
+    ep = int(data["episode_index"][-1])
+    actions = ds.episode_columns(ds.episodes[ep])["action"]
+    last = len(actions) - 1
+    rows = torch.nonzero(data["episode_index"] == ep).squeeze(1)
+    np.testing.assert_array_equal(data["frame_index"][rows].numpy(), np.arange(len(actions)))
+    end = rows[-3]  # window starting 3 frames before the end: 3 real actions, 5 repeats of the last
+    assert int(data["pad_steps"][end]) == 5 and int(data["pad_steps"][rows[0]]) == 0
+    np.testing.assert_array_equal(data["gt_action_trajectory"][end].numpy(),
+                                  actions[[last - 2, last - 1, last] + [last] * 5])

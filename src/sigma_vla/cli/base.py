@@ -34,24 +34,25 @@ def train_base(
     split: str = typer.Option("base", "--split", help="Split to train on (default: the episodes set aside for it)."),
     instruction: str = typer.Option(GENERIC_INSTRUCTION, "--instruction",
                                     help="The one instruction the base reads ('' = the dataset's own task text)."),
-    steps: int = typer.Option(600, "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Samples per step."),
-    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule)."),
+    steps: int = typer.Option(2000, "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per step."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine schedule)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights and data order."),
-    vision: str = typer.Option("keypoints", "--vision", help="Camera encoder: keypoints (spatial softmax) | grid."),
-    augment_shift: int = typer.Option(4, "--augment-shift", help="Random-shift augmentation in pixels (0: off)."),
+    vision: str = typer.Option("flat", "--vision", help="Camera encoder: flat | keypoints | grid."),
+    augment_shift: int = typer.Option(0, "--augment-shift", help="Random-shift augmentation in pixels (0: off)."),
+    dropout: float = typer.Option(0.0, "--dropout", help="Transformer dropout."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train the embedded base policy (TinyBasePolicy) on SHARDS, then freeze it."""
     result = fit_base(shards, out, split, instruction or None, steps, batch_size, lr, seed, resume, progress,
-                      {"vision": vision, "augment_shift": augment_shift})
+                      {"vision": vision, "augment_shift": augment_shift, "dropout": dropout})
     typer.echo(f"trained the base {result['steps']} steps on {result['samples']} '{split}' windows "
                f"(last loss {result['last_loss']:.4g}); model in {out}")
 
 
 def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | None = GENERIC_INSTRUCTION,
-             steps: int = 600, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, resume: bool = False,
+             steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, resume: bool = False,
              progress: bool = True, model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a TinyBasePolicy on one split of SHARDS; model_options override TinyBaseConfig fields (vision, ...)."""
     import torch

@@ -68,7 +68,8 @@ def run_prep_stage(plan: DemoPlan, dataset: Path, out: Path) -> Path:
 
     shards = out / "shards"
     start = _stage(f"prep windows -> {shards}", False)
-    meta = run_prep(dataset, shards, PrepConfig(image_size=plan.image_size, split=plan.split), workers=plan.workers)
+    meta = run_prep(dataset, shards, PrepConfig(image_size=plan.image_size, split=plan.split, pad_end=True),
+                    workers=plan.workers)
     typer.echo(f"{meta['num_samples']} windows in {meta['num_shards']} shard(s); episodes per split "
                f"{meta['episodes']['per_split']}; windows per split {meta['windows']['per_split']} "
                f"({time.perf_counter() - start:.0f} s)")

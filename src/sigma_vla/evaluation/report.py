@@ -124,15 +124,48 @@ def eval_section(path: Path | None) -> str:
     return "\n".join(parts)
 
 
+def _rate(s: dict, name: str) -> str:
+    lo, hi = s.get(f"{name}_ci95", [0.0, 1.0])
+    return f"{s.get(f'{name}_rate', 0.0):.0%} [{lo:.0%}-{hi:.0%}]"
+
+
+def _animation(gif: Path, caption: str) -> str:
+    src = "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
+    return (f'<figure><img class="anim" src="{src}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def rollout_section(paths: list[Path]) -> str:
+    """The closed-loop table (every rate with its Wilson interval), the splits by instruction kind, template and
+    zone, and the first episode of every policy side by side (the same seed and instruction)."""
     if not paths:
         return "<p>No rollouts found.</p>"
-    parts, rows = [], []
-    for p in paths:
-        s = json.loads(p.read_text())
-        rows.append({"policy": p.parent.name, "episodes": s["episodes"], "success_rate": s.get("success_rate"),
-                     "ci95": "-".join(f"{v:.0%}" for v in s.get("success_ci95", [])),
-                     "final_distance_cm": 100 * s.get("mean_final_distance_m", 0.0), "mean_length": s.get("mean_length")})
+    from sigma_vla.evaluation.rollout import RATES
+
+    runs = [(p.parent.name.removeprefix("rollout_"), json.loads(p.read_text())) for p in paths]
+    rows = [{"policy": name, "episodes": s["episodes"], **{r.replace("_", " "): _rate(s, r) for r in RATES},
+             "final distance (cm)": 100 * s.get("mean_final_distance_m", 0.0), "steps": s.get("mean_length")}
+            for name, s in runs]
+    parts = [table(rows, list(rows[0]))]
+    for split in ("kind", "templates", "zone"):
+        split_rows = [{"policy": name, split: group, "episodes": g["episodes"],
+                       "placed in zone": _rate(g, "placed_in_zone"), "success": _rate(g, "success")}
+                      for name, s in runs for group, g in (s.get("by") or {}).get(split, {}).items()]
+        if split_rows:
+            parts.append(f"<h3>By {split}</h3>" + table(split_rows, list(split_rows[0])))
+    figures = []
+    for (name, s), p in zip(runs, paths):
+        detail = s.get("episodes_detail") or []
+        gif = p.parent / "episode_000.gif"
+        if detail and gif.is_file():
+            d = detail[0]
+            verdict = "in zone" if d.get("placed_in_zone") else "lifted" if d.get("lifted") else "not lifted"
+            figures.append(_animation(gif, f"{name}: {verdict}"))
+    if figures:
+        d = runs[0][1]["episodes_detail"][0]
+        parts.append(f"<h3>The same episode under every policy: \"{html.escape(d['instruction'])}\" "
+                     f"(zone {html.escape(d['zone'])}, seed {d['seed']})</h3>" + "".join(figures))
+    for name, s in runs:
         detail = s.get("episodes_detail") or []
         if detail and any(detail[0].get("tau_norms") or []):  # the base policy has no tau to show
             fig, ax = plt.subplots(figsize=(5, 2.5))
@@ -140,14 +173,9 @@ def rollout_section(paths: list[Path]) -> str:
             ax2 = ax.twinx()
             ax2.plot(detail[0]["adapter_scales"], "r--", label="adapter scale")
             ax.set_xlabel("re-plan")
-            ax.set_title(f"{p.parent.name}: episode 0 ({detail[0]['instruction'][:40]})", fontsize=8)
+            ax.set_title(f"{name}: episode 0 ({detail[0]['instruction'][:40]})", fontsize=8)
             parts.append(_img(_png(fig), "tau norm and adapter scale over an episode"))
-        for gif in sorted(p.parent.glob("episode_*.gif"))[:1]:
-            src = "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
-            parts.append(f'<figure><img class="anim" src="{src}" alt="{p.parent.name} rollout animation">'
-                         f"<figcaption>{html.escape(p.parent.name)}: {html.escape(detail[0]['instruction'])}"
-                         f"</figcaption></figure>" if detail else _img(src, "rollout animation"))
-    return table(rows, list(rows[0])) + "\n" + "\n".join(parts)
+    return "\n".join(parts)
 
 
 STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}table{border-collapse:collapse;"

@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.base_vision import GridEncoder, KeypointEncoder, random_shift
+from sigma_vla.models.base_vision import FlatEncoder, GridEncoder, KeypointEncoder, random_shift
 from sigma_vla.models.checkpoint import CONFIG_FILE, load_state_checked, read_model_dir, save_model_dir
 from sigma_vla.models.config import ConfigError
 from sigma_vla.models.layers import masked_mean
 
 TINY_BASE_KIND = "sigma-vla/TinyBasePolicy"
-VISION_ENCODERS = ("keypoints", "grid")
+VISION_ENCODERS = ("flat", "keypoints", "grid")
 
 
 class BasePolicy(ABC):
@@ -60,14 +60,17 @@ class TinyBaseConfig:
     action_dim: int = 4
     horizon: int = 16
     num_cameras: int = 1
-    vision: str = "keypoints"  # "keypoints" (spatial softmax) | "grid" (average-pooled cells); models/base_vision.py
-    keypoints: int = 32  # spatial-softmax keypoints per camera (vision="keypoints")
-    grid: int = 6  # conv features pooled to grid x grid tokens per camera (vision="grid")
-    augment_shift: int = 4  # random-shift augmentation in training, pixels (0: off)
+    # Camera encoder (models/base_vision.py; docs/closed_loop.md measures them): "flat" (grid cells read by one
+    # linear layer into vision_tokens tokens), "keypoints" (spatial softmax, vision_tokens keypoints) or "grid"
+    # (one token per cell, the first base's).
+    vision: str = "flat"
+    vision_tokens: int = 8
+    grid: int = 6  # conv features pooled to grid x grid cells per camera, whatever the image side
+    augment_shift: int = 0  # random-shift augmentation in training, pixels (0: off; measured no help here)
     width: int = 128
     layers: int = 2
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0  # 0.1 cost grasp precision (docs/closed_loop.md)
     text_max_len: int = 24
     pretrained_text: bool = True  # MiniLM's word-embedding table (frozen); False: a random table (tests)
     vocab_size: int = 30522
@@ -78,7 +81,7 @@ class TinyBaseConfig:
     instruction: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("state_dim", "action_dim", "horizon", "keypoints", "grid", "width", "layers", "heads", "text_max_len",
+        for name in ("state_dim", "action_dim", "horizon", "vision_tokens", "grid", "width", "layers", "heads", "text_max_len",
                      "vocab_size", "text_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=f"base.{name}")
@@ -96,7 +99,7 @@ class TinyBaseConfig:
 
     @classmethod
     def tiny(cls, **kw: Any) -> TinyBaseConfig:
-        base = dict(state_dim=6, action_dim=4, horizon=6, num_cameras=2, keypoints=4, grid=2, width=16, layers=1, heads=2,
+        base = dict(state_dim=6, action_dim=4, horizon=6, num_cameras=2, vision_tokens=4, grid=2, width=16, layers=1, heads=2,
                     text_max_len=8, pretrained_text=False, vocab_size=30522, text_dim=16)
         return cls(**{**base, **kw})
 
@@ -109,7 +112,7 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         self.config = cfg = config or TinyBaseConfig()
         w = cfg.width
         self.cameras = nn.ModuleList(_camera_encoder(cfg) for _ in range(cfg.num_cameras))
-        n_tokens = cfg.keypoints if cfg.vision == "keypoints" else cfg.grid**2
+        n_tokens = cfg.grid**2 if cfg.vision == "grid" else cfg.vision_tokens
         self.camera_pos = nn.Parameter(torch.randn(max(cfg.num_cameras, 1), n_tokens, w) * 0.02)  # (V, N, W)
         self.text_table = nn.Embedding(cfg.vocab_size, cfg.text_dim, padding_idx=0)
         if cfg.pretrained_text:
@@ -191,7 +194,7 @@ class TinyBasePolicy(nn.Module, BasePolicy):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TinyBasePolicy:
         config, state, skipped = read_model_dir(directory, TINY_BASE_KIND)
-        config = {"vision": "grid", "augment_shift": 0, **config}  # bases saved before keypoints existed
+        config = {"vision": "grid", "dropout": 0.1, **config}  # bases saved before these options existed
         model = cls(TinyBaseConfig(**config))
         load_state_checked(model, state, skipped, directory)
         return model
@@ -199,7 +202,9 @@ class TinyBasePolicy(nn.Module, BasePolicy):
 
 def _camera_encoder(cfg: TinyBaseConfig) -> nn.Module:
     if cfg.vision == "keypoints":
-        return KeypointEncoder(cfg.width, cfg.keypoints)
+        return KeypointEncoder(cfg.width, cfg.vision_tokens)
+    if cfg.vision == "flat":
+        return FlatEncoder(cfg.width, cfg.grid, cfg.vision_tokens)
     return GridEncoder(cfg.width, cfg.grid)
 
 

@@ -37,6 +37,22 @@ class GridEncoder(nn.Module):
         return rearrange(self.pool(x), "b c h w -> b (h w) c")  # (B, grid^2, W)
 
 
+class FlatEncoder(nn.Module):
+    """GridEncoder's cells flattened and read by one linear layer into `tokens` tokens: (B, 3, S, S) -> (B, N, W).
+    Each cell has its own weights, so where something is becomes *which* weights see it: a linear readout of
+    position that the attention over grid tokens has to discover (docs/closed_loop.md)."""
+
+    def __init__(self, width: int, grid: int, tokens: int):
+        super().__init__()
+        self.grid = GridEncoder(width, grid)
+        self.readout = nn.Linear(grid * grid * width, tokens * width)
+        self.tokens = tokens
+
+    def forward(self, x: Tensor) -> Tensor:
+        cells = rearrange(self.grid(x), "b n w -> b (n w)")  # (B, g^2 W)
+        return rearrange(self.readout(cells), "b (n w) -> b n w", n=self.tokens)  # (B, N, W)
+
+
 def spatial_softmax(features: Tensor, temperature: Tensor) -> Tensor:
     """(B, K, H, W) feature maps -> (B, K, 2) expected (x, y) in [-1, 1] under a softmax over each map."""
     b, k, h, w = features.shape
