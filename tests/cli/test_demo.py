@@ -18,7 +18,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert "Open the report" in proc.stdout
     report = json.loads((out / "eval" / "sigma_eval_report.json").read_text())
     assert set(report["groups"]) == {"base_untuned", "base_finetuned", "sigma_tau0", "sigma", "sigma_adapter"}
-    for mode in ("base", "sigma", "sigma+adapter"):
-        rollouts = json.loads((out / f"rollout_{mode}" / "rollouts.json").read_text())
-        assert rollouts["episodes"] == 1
+    for name in ("base", "base_fine-tuned", "sigma", "sigma_adapter"):
+        rollouts = json.loads((out / f"rollout_{name}" / "rollouts.json").read_text())
+        assert rollouts["episodes"] == 1 and "placed_in_zone_rate" in rollouts and "by" in rollouts
     assert (out / "report.html").stat().st_size > 10_000

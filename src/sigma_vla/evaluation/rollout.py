@@ -241,7 +241,7 @@ def _stop() -> None:
 def iter_episodes(job: RolloutJob, specs: list[EpisodeSpec], animations: int, workers: int):
     """(result, frames or None) per episode, in plan order, in this process (workers=1) or a spawn pool."""
     args = [(s, s.index < animations) for s in specs]
-    if workers <= 1:
+    if min(workers, len(specs)) <= 1:
         import torch
 
         threads = torch.get_num_threads()

@@ -237,12 +237,10 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     from sigma_vla.models.text import TextTokenizer
 
     directory = Path(directory)
-    for name in ("run.json", "base_info.json"):
-        if (directory / name).is_file():
-            info = json.loads((directory / name).read_text())
-            break
-    else:
-        raise SigmaError("not a run or base directory (run.json / base_info.json missing)", file=directory)
+    name = "run.json" if (directory / "run.json").is_file() else "base_info.json"
+    if not (directory / name).is_file():
+        raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
+    info = json.loads((directory / name).read_text())
     if "shards" not in info:
         raise SigmaError("no shards recorded", file=directory / name, field="shards")
     meta = read_meta(info["shards"])
@@ -257,7 +255,10 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
 
 def policy_kind(directory) -> str:
     """"sigma" for a Sigma run, "base" for a base directory or a fine-tuned-base run."""
-    run_file = Path(directory) / "run.json"
+    directory = Path(directory)
+    run_file = directory / "run.json"
+    if not run_file.is_file() and not (directory / "base_info.json").is_file():
+        raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
     if run_file.is_file() and json.loads(run_file.read_text()).get("kind") == "sigma":
         return "sigma"
     return "base"
