@@ -119,3 +119,34 @@ def test_importing_models_does_not_import_lerobot() -> None:
     import sys
 
     assert "lerobot" not in sys.modules
+
+
+def test_random_shift_moves_each_sample_within_the_pad():
+    from sigma_vla.models.base_vision import random_shift
+
+    frames = torch.zeros(64, 3, 16, 16)
+    frames[:, :, 8, 8] = 1.0  # one bright pixel
+    torch.manual_seed(0)
+    out = random_shift(frames, 2)
+    assert out.shape == frames.shape and torch.equal(random_shift(frames, 0), frames)
+    peaks = torch.nonzero(out[:, 0] == 1.0)  # (64, 3): sample, row, col
+    assert len(peaks) == 64 and (peaks[:, 1:] - 8).abs().max() <= 2 and len(set(peaks[:, 1].tolist())) > 1
+
+
+def test_spatial_softmax_finds_the_peak_and_encoders_give_tokens():
+    from sigma_vla.models.base_vision import FlatEncoder, KeypointEncoder, spatial_softmax
+
+    maps = torch.zeros(1, 1, 5, 5)
+    maps[0, 0, 4, 0] = 50.0  # bottom-left corner
+    assert torch.allclose(spatial_softmax(maps, torch.tensor(1.0)), torch.tensor([[[-1.0, 1.0]]]), atol=1e-4)
+    x = torch.randn(2, 3, 32, 32)
+    assert FlatEncoder(16, 2, tokens=3)(x).shape == (2, 3, 16)
+    assert KeypointEncoder(16, keypoints=5)(x).shape == (2, 5, 16)
+
+
+def test_every_vision_encoder_trains_through_the_policy():
+    for vision in ("flat", "keypoints", "grid"):
+        model = TinyBasePolicy(TinyBaseConfig.tiny(vision=vision, augment_shift=1))
+        batch = make_fake_batch(SigmaConfig.tiny(), 3)
+        model(batch).pow(2).mean().backward()
+        assert model.cameras[0].parameters().__next__().grad is not None

@@ -1,12 +1,13 @@
 """Camera encoders of the embedded base (TinyBasePolicy) and its training-time image augmentation.
 
-Closed loop needs the block's position to about a centimetre, and in the 96 px front camera a centimetre of depth
-is about one pixel (docs/closed_loop.md). Two encoders:
-- `KeypointEncoder` (default): a conv stack kept at 1/4 resolution, then a spatial softmax (Levine et al. 2016,
-  "deep spatial autoencoders"): each of K feature maps becomes the expected (x, y) image coordinate of its
-  activation, a sub-pixel position that a linear layer maps to the world. Each keypoint is one token.
-- `GridEncoder`: four stride-2 convs average-pooled to grid x grid tokens (the first base; it loses the position
-  inside each cell, and grasps missed the block by 2-9 cm).
+Closed loop needs the block's position to about a centimetre: in the 96 px front camera a pixel is about 5 mm
+across the table. Three encoders, measured in docs/closed_loop.md:
+- `FlatEncoder` (default): GridEncoder's cells read by one linear layer into N tokens, so where the block is
+  becomes which weights see it (a probe reads the block position from these features to 4-5 mm).
+- `KeypointEncoder`: a conv stack kept at 1/4 resolution, then a spatial softmax (Levine et al. 2016, "deep
+  spatial autoencoders"): each of K feature maps becomes the expected (x, y) image coordinate of its activation.
+  Each keypoint is one token.
+- `GridEncoder`: four stride-2 convs average-pooled to grid x grid tokens, one per cell (the first base's).
 
 `random_shift` is DrQ's augmentation (Kostrikov et al. 2020): pad by `pad` pixels (edge replicated) and crop back
 at a random offset per sample, so the policy must read the block relative to the gripper, not to the frame.
