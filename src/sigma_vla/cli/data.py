@@ -63,9 +63,9 @@ def prep(
     split: str = typer.Option("train:0.8,val:0.1,test:0.1", help="Episode split fractions (base, train, val, test)."),
     shard_size: int = typer.Option(256, help="Samples per shard file."),
     stride: int = typer.Option(1, help="Frames between window starts."),
-    pad_end: bool = typer.Option(True, "--pad-end/--no-pad-end",
-                                 help="Windows at every frame, the last action repeated past the end (--no-pad-end: "
-                                      "full windows only, the paper's protocol)."),
+    pad_end: bool = typer.Option(False, "--pad-end",
+                                 help="Also the windows that run past the episode's end, its last action repeated "
+                                      "(closed loop needs the last states; default: full windows, the paper's)."),
     seed: int = typer.Option(0, help="Seed of the episode -> split assignment."),
 ) -> None:
     """Slide windows over every episode and write safetensors shards plus meta.json (paper 4.1)."""

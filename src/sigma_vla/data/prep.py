@@ -38,7 +38,7 @@ class PrepConfig:
     shard_size: int = 256
     stride: int = 1
     seed: int = 0  # seeds the episode -> split shuffle
-    pad_end: bool = True  # our choice: windows at every frame, the last action repeated (data/windows.py)
+    pad_end: bool = False  # True: windows at every frame, the last action repeated (data/windows.py; the demo)
 
     def __post_init__(self):
         if self.horizon < 1:
