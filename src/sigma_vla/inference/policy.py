@@ -256,11 +256,12 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
 
 
 def policy_kind(directory) -> str:
-    """"sigma" for a Sigma run, "base" for a base directory or a fine-tuned-base run."""
+    """"base" for a base directory or a fine-tuned-base run, else "sigma" (a directory that is neither is then
+    reported by the Sigma loader: "run.json missing")."""
     run_file = Path(directory) / "run.json"
-    if run_file.is_file() and json.loads(run_file.read_text()).get("kind") == "sigma":
-        return "sigma"
-    return "base"
+    if run_file.is_file():
+        return "sigma" if json.loads(run_file.read_text()).get("kind") == "sigma" else "base"
+    return "base" if (Path(directory) / "base_info.json").is_file() else "sigma"
 
 
 def load_policy(directory, mode: str = "sigma+adapter", n_action_steps: int = 4) -> SigmaPolicy:
