@@ -58,6 +58,7 @@ def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | No
 
     from sigma_vla.data.shards import ShardDataset
     from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
+    from sigma_vla.outdir import claim_dir
     from sigma_vla.training.config import TrainConfig
     from sigma_vla.training.tasks import BaseFinetuneTask
     from sigma_vla.training.trainer import train
@@ -81,6 +82,7 @@ def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | No
     torch.manual_seed(seed)
     base = TinyBasePolicy(config)
     task = BaseFinetuneTask(base, train_cfg, BatchTransform.from_meta(meta, config.text_max_len), chunk)
+    claim_dir(out, "base")  # the one output rule: files that are not ours are refused and kept
     result = train(task, data, None, train_cfg, out, resume=resume, progress=progress)
     for name in ("model.safetensors", "config.json"):  # OUT/ itself is a base-policy directory
         shutil.copy2(out / "model" / name, out / name)

@@ -55,8 +55,10 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     from sigma_vla.evaluation.metrics import HardThresholds, build_report, check_a
     from sigma_vla.evaluation.replay import replay
     from sigma_vla.inference.policy import load_adapter_config, load_run_model
+    from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
     from sigma_vla.training.transforms import BatchTransform, Normalizer
 
+    check_dir(out, "eval")  # the one output rule (sigma_vla.outdir): refused before the slow part
     model = load_run_model(run)
     data, meta = load_eval_data(shards, split)
     cfg = model.config.language
@@ -68,10 +70,8 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     report = build_report(res, meta, heads, HardThresholds(), n_boot)
     report.update(run=str(run), shards=str(shards), split=split, batch_size=batch_size,
                   finetuned_base=str(finetuned_base) if finetuned_base else None)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sigma_eval_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "sigma_eval_report.json")
+    claim_dir(out, "eval")
+    atomic_write_text(out / "sigma_eval_report.json", json.dumps(report, indent=1))
     return report
 
 
@@ -125,6 +125,7 @@ def rollout(
     """Run the policy in the SO-101 simulator on held-out seeds and instruction templates (or your own words)."""
     from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
     from sigma_vla.inference.policy import MODES, load_policy
+    from sigma_vla.outdir import claim_dir
     from sigma_vla.sim.instructions import read_instructions, user_instruction
 
     if policy not in MODES:
@@ -142,6 +143,7 @@ def rollout(
     users = (read_instructions(instructions) if instructions is not None
              else [user_instruction(instruction, zone)] if instruction is not None else None)
     pol = load_policy(run, policy, replan_every)  # fails here, in one line, before any worker starts
+    claim_dir(out, "rollout")  # the one output rule (sigma_vla.outdir)
     job = RolloutJob(str(run), policy, replan_every, image_size or pol.config.image_size, max_steps)
     s = run_rollouts(job, plan_episodes(episodes, seed, templates, users), out, animations, workers)
     typer.echo(format_summary(policy, s))

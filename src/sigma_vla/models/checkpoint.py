@@ -7,8 +7,6 @@ restored by building the model from its config; the loader checks that nothing e
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,20 +15,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.outdir import atomic_write, atomic_write_text
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_model_dir(directory: str | Path, module: nn.Module, config: dict[str, Any], kind: str,
@@ -40,9 +28,9 @@ def save_model_dir(directory: str | Path, module: nn.Module, config: dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     skip = set(skip_keys)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items() if k not in skip}
-    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"kind": kind}))
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"kind": kind}))
     meta = {"kind": kind, "config": config, "skipped_frozen": sorted(skip)}
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_text(out / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return out
 
 

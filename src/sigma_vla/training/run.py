@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.registry import get_experiment, model_config_for
@@ -44,7 +45,9 @@ def resolve_config(name: str, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def check_run_dir(out: Path, kind: str, identity: dict[str, Any], resume: bool) -> None:
-    """Refuse to mix runs: a fresh run never overwrites checkpoints, a resumed one must be the same kind of run."""
+    """Refuse to mix runs: files that are not ours are never touched (sigma_vla.outdir), a fresh run never
+    overwrites checkpoints, a resumed one must be the same kind of run."""
+    check_dir(out, "run")
     existing = ckpt.latest_checkpoint(out)
     if existing is not None and not resume:
         raise SigmaError("already holds checkpoints; pass --resume to continue it or choose another --out", file=out)
@@ -61,8 +64,8 @@ def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
     from accelerate.state import PartialState
 
     if PartialState().is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps(identity, indent=2))
+        claim_dir(out, "run")
+        atomic_write_text(out / RUN_FILE, json.dumps(identity, indent=2))
 
 
 def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
