@@ -62,10 +62,25 @@ def read_meta(shards_dir: str | Path) -> dict:
         raise SigmaError(f"unreadable ({first_line(err)}); rerun `sigma prep`", file=path) from None
     if not isinstance(meta, dict):
         raise SigmaError(f"expected a JSON object, got {type(meta).__name__}", file=path)
+    _check_meta_fields(meta, path)
     if meta.get("status") != "complete":
         raise SigmaError("prep did not finish (status is not 'complete'); rerun `sigma prep` to resume",
                          file=path, field="status")
     return meta
+
+
+def _check_meta_fields(meta: dict, path: Path) -> None:
+    """The fields every reader of a shard directory uses, with their types (a hand-edited meta.json fails here in
+    one line rather than deep in training)."""
+    from sigma_vla.data.info_schema import as_dict, as_int
+
+    tasks = meta.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise SigmaError("must be a list of instruction strings", file=path, field="tasks")
+    for key in ("state_dim", "action_dim"):
+        as_int(meta.get(key), path, key, minimum=1)
+    for key in ("params", "normalization"):
+        as_dict(meta.get(key), path, key)
 
 
 class ShardWriter:

@@ -97,8 +97,10 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "val_every", "val_batches", "keep_last", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train {name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"train lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < float("inf"):  # NaN fails this too
+            raise ValueError(f"train lr must be > 0 and finite, got {self.lr}")
+        if self.seed < 0:  # numpy's generators refuse negative seeds, and a seed is a count of runs anyway
+            raise ValueError(f"train seed must be >= 0, got {self.seed}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.trainable not in TRAINABLE:

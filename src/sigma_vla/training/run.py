@@ -33,7 +33,19 @@ def load_splits(shards: Path) -> tuple[Any, Any | None, dict]:
     if len(train_ds) == 0:
         raise SigmaError("the train split has no samples", file=shards, field="split")
     val_ds = ShardDataset(shards, "val")
+    for ds in (train_ds, val_ds):  # before the run directory exists: a bad index would crash mid-run
+        check_task_index(ds.data.get("task_index"), train_ds.tasks, shards)
     return train_ds, (val_ds if len(val_ds) else None), train_ds.meta
+
+
+def check_task_index(task_index: torch.Tensor | None, tasks: list[str], shards: Path) -> None:
+    """Every window's task_index names an instruction of meta.json's tasks table."""
+    if task_index is None or not len(task_index):
+        return
+    lo, hi = int(task_index.min()), int(task_index.max())
+    if lo < 0 or hi >= len(tasks):
+        raise SigmaError(f"task_index {lo if lo < 0 else hi} is outside the tasks table ({len(tasks)} tasks in "
+                         "meta.json); rerun `sigma prep`", file=shards, field="task_index")
 
 
 def resolve_config(name: str, overrides: dict[str, Any]) -> TrainConfig:
