@@ -20,6 +20,7 @@ from typing import Any
 from sigma_vla.errors import SigmaError
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.launch import process_state
 
 # Settings that do not change what is trained: free to differ on resume.
 FREE = ("checkpoint_every", "keep_last", "val_every", "val_batches", "log_every", "max_nonfinite",
@@ -30,17 +31,13 @@ OPTION = {"steps": "--steps", "lr": "--lr", "batch_size": "--batch-size", "grad_
 
 
 def _say(message: str) -> None:
-    from accelerate.state import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(message, file=sys.stderr, flush=True)
 
 
 def choose_checkpoint(run_dir: Path) -> Path | None:
     """The newest verified checkpoint; damaged newer ones are set aside (main process) and reported."""
-    from accelerate.state import PartialState
-
-    state = PartialState()
+    state = process_state()
     latest, rejected = ckpt.resume_point(run_dir)  # every rank verifies (read-only) before anything moves
     state.wait_for_everyone()
     for path, problem in rejected:

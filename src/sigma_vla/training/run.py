@@ -17,6 +17,7 @@ from sigma_vla.errors import SigmaError
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.launch import process_state
 from sigma_vla.training.registry import get_experiment, model_config_for
 from sigma_vla.training.resume import run_settings
 from sigma_vla.training.tasks import BaseFinetuneTask, SigmaTask
@@ -85,9 +86,9 @@ def _short(value: Any) -> str:
 
 
 def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
-    from accelerate.state import PartialState
-
-    if PartialState().is_main_process:
+    state = process_state()
+    state.wait_for_everyone()  # every rank has checked the directory before the main one writes in it
+    if state.is_main_process:
         claim_dir(out, "run")
         atomic_write_text(out / RUN_FILE, json.dumps(identity, indent=2))
 
