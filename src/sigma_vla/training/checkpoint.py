@@ -81,8 +81,8 @@ def commit(run_dir: Path, step: int, keep_last: int) -> Path:
     final = checkpoints_dir(run_dir) / STEP_DIR.format(step)
     if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
         if not _is_ours(final):
-            raise SigmaError(f"exists and is not a sigma-vla checkpoint; not replacing it (move it away to "
-                             f"continue)", file=final)
+            raise SigmaError("exists and is not a sigma-vla checkpoint; not replacing it (move it away to continue)",
+                             file=final)
         _discard(final)
     os.replace(tmp, final)
     prune(run_dir, keep_last)
