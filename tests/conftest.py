@@ -55,3 +55,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(shards, run): miniature shards with base actions and a Sigma run trained 2 steps on them (tiny config).
+    Tests that damage them copy them first."""
+    import torch
+
+    from sigma_vla.training.run import train_sigma
+    from tests.training.fake_shards import write_fake_shards
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    shards = write_fake_shards(root / "shards", n_train=16, n_val=4, with_base=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_sigma(shards, root / "run", "tiny", {"steps": 2, "batch_size": 4}, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return shards, root / "run"

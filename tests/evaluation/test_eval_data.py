@@ -18,6 +18,7 @@ def test_padded_windows_are_left_out_of_the_replay(tmp_path):
         "robot_state": np.zeros((n, 3), np.float32), "gt_action_vector": np.zeros((n, 2), np.float32),
         "base_action_vector": np.zeros((n, 2), np.float32), "frame_index": np.arange(n),
         "split": np.full(n, SPLIT_CODES["test"]), "pad_steps": pad})
-    (tmp_path / "meta.json").write_text(json.dumps({"status": "complete", "tasks": ["x"]}))
+    (tmp_path / "meta.json").write_text(json.dumps({"status": "complete", "tasks": ["x"], "state_dim": 3,
+                                                     "action_dim": 2, "params": {}, "normalization": {}}))
     data, _ = load_eval_data(tmp_path, "test")
     assert data["frame_index"].tolist() == [0, 1, 2, 5]

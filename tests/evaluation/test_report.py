@@ -47,7 +47,7 @@ def _demo_dir(root):
     frames = [np.full((32, 32, 3), 20 * i, np.uint8) for i in range(8)]
     save_animation(frames, ro / "episode_000.gif")
     ep = EpisodeResult(1, "far_left", "put it far left", "far_left/explicit/3", "explicit", True, True, 0.01, 40,
-                       [1.0, 2.0, 1.5], [1.1, 1.2, 0.9])
+                       tau_norms=[1.0, 2.0, 1.5], adapter_scales=[1.1, 1.2, 0.9])
     (ro / "rollouts.json").write_text(json.dumps({**summarize([ep]), "episodes_detail": [ep.__dict__]}))
     return root
 

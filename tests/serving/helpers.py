@@ -63,3 +63,19 @@ class RawConnection:
 
 def server_config(**overrides: Any) -> ServerConfig:
     return ServerConfig(**{"host": "127.0.0.1", "port": 0, "max_message_bytes": LIMIT, **overrides})
+
+
+def handshake_status(port: int, path: str = "/", header_lines: str = "") -> int:
+    """The HTTP status of a websocket handshake sent byte for byte (clients normalise headers; a test of what the
+    server accepts must control every byte, trailing spaces included)."""
+    import base64
+    import os
+    import socket
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{header_lines}\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1"))
+        status = sock.recv(64).split(b"\r\n", 1)[0]
+    return int(status.split()[1])

@@ -37,7 +37,7 @@ def test_metadata_first(server):
     assert meta["inputs"] == {"observation.state": {"dtype": "float32", "shape": [14]},
                               "observation.images.front": {"dtype": "uint8", "shape": [64, 64, 3]}}
     assert meta["versions"]["protocol"] == PROTOCOL_VERSION and meta["versions"]["sigma_vla"]
-    assert meta["limits"]["max_message_bytes"] == 64 * 1024
+    assert meta["limits"]["max_message_bytes"] == 64 * 1024 and meta["limits"]["max_connections"] == 32
 
 
 def test_result_fields(server):

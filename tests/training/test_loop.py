@@ -31,7 +31,8 @@ def test_resume_equals_straight_run(tmp_path):
     train(first, toy_data(), toy_data(16, 2), CFG.replace(steps=10), tmp_path / "b", progress=False)
     second = ToyTask()  # a fresh process would start from fresh weights and RNG
     torch.manual_seed(1234)
-    res_b = train(second, toy_data(), toy_data(16, 2), CFG, tmp_path / "b", resume=True, progress=False)
+    res_b = train(second, toy_data(), toy_data(16, 2), CFG, tmp_path / "b", resume=True, progress=False,
+                  extend_steps=True)  # 10 -> 20 steps: constant LR, so the extension matches the straight run
     assert [r["loss"] for r in res_a.history[10:]] == [r["loss"] for r in res_b.history]
     for k, v in _weights(straight).items():
         assert torch.equal(v, _weights(second)[k]), k

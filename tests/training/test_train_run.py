@@ -111,3 +111,25 @@ def test_cli_train_bf16_accum_and_plot(tmp_path, shards, monkeypatch, capsys):
     code, out, err = _cli(monkeypatch, capsys, "plot-losses", tmp_path / "run")
     assert code == 0, err
     assert (tmp_path / "run/loss_dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_resume_checks_what_it_resumes(tmp_path, shards, monkeypatch, capsys):
+    """--resume continues with the run's own settings; another shards directory or --lr is one line naming it;
+    more --steps needs --extend-steps (issue 11, defect 4)."""
+    import shutil
+
+    run = tmp_path / "run"
+    args = ["train", shards, "--out", run, "--config", "tiny", "--batch-size", "4", "--no-progress"]
+    assert _cli(monkeypatch, capsys, *args, "--steps", "2")[0] == 0
+    other = shutil.copytree(shards, tmp_path / "other")
+    for bad, field in ((["train", other, "--out", run, "--config", "tiny", "--resume"], "shards"),
+                       ([*args, "--resume", "--lr", "0.5"], "--lr"), ([*args, "--resume", "--steps", "3"], "--steps")):
+        code, _, err = _cli(monkeypatch, capsys, *bad)
+        assert code == 2 and err.count("\n") == 1 and f"field '{field}'" in err and "Traceback" not in err, err
+    code, out, err = _cli(monkeypatch, capsys, *args, "--resume", "--steps", "3", "--extend-steps")
+    assert code == 0 and "trained 3 steps" in out, err
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["steps"] == 3 and saved["schedule_steps"] == 2 and saved["batch_size"] == 4
+    code, out, err = _cli(monkeypatch, capsys, "train", shards, "--out", run, "--config", "tiny", "--resume",
+                          "--no-progress")  # no options: the run's own settings, nothing left to do
+    assert code == 0 and "trained 3 steps" in out, err

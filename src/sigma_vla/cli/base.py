@@ -59,6 +59,7 @@ def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | No
 
     from sigma_vla.data.shards import ShardDataset
     from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
+    from sigma_vla.outdir import claim_dir
     from sigma_vla.training.config import TrainConfig
     from sigma_vla.training.tasks import BaseFinetuneTask
     from sigma_vla.training.trainer import train
@@ -82,6 +83,7 @@ def fit_base(shards: Path, out: Path, split: str = "base", instruction: str | No
     torch.manual_seed(seed)
     base = TinyBasePolicy(config)
     task = BaseFinetuneTask(base, train_cfg, BatchTransform.from_meta(meta, config.text_max_len), chunk)
+    claim_dir(out, "base")  # the one output rule: files that are not ours are refused and kept
     result = train(task, data, None, train_cfg, out, resume=resume, progress=progress)
     for name in ("model.safetensors", "config.json"):  # OUT/ itself is a base-policy directory
         shutil.copy2(out / "model" / name, out / name)
@@ -133,7 +135,7 @@ def write_base_actions(shards: Path, policy: Any, fingerprint: str, batch_size: 
     paths = shard_paths(shards)
     counts = {"shards": len(paths), "written": 0, "skipped": 0, "samples": 0}
     for path in tqdm(paths, desc="base actions", unit="shard", disable=not progress):
-        if path.name in finished:
+        if path.name in finished and _has_base_actions(path):  # the record is a hint, the shard is the truth
             counts["skipped"] += 1
             continue
         counts["samples"] += _rewrite_shard(path, policy, transform, horizon, chunk, batch_size)
@@ -146,16 +148,27 @@ def write_base_actions(shards: Path, policy: Any, fingerprint: str, batch_size: 
     return counts
 
 
+def _has_base_actions(path: Path) -> bool:
+    """Whether a shard holds base actions for every window; an unreadable (truncated) shard is a SigmaError."""
+    from sigma_vla.data.schema import BASE_ACTION_KEYS
+    from sigma_vla.data.shards import open_shard
+
+    with open_shard(path) as f:
+        if "split" not in f.keys() or not set(BASE_ACTION_KEYS) <= set(f.keys()):
+            return False
+        n = f.get_slice("split").get_shape()[0]
+        return all(f.get_slice(k).get_shape()[0] == n for k in BASE_ACTION_KEYS)
+
+
 def _rewrite_shard(path: Path, policy: Any, transform: Any, horizon: int, chunk: int, batch_size: int) -> int:
     """Add base_action_* to one shard file, atomically (data.shards.write_shard: temp file + rename)."""
     import torch
-    from safetensors import safe_open
 
     from sigma_vla.data.schema import BASE_ACTION_KEYS
-    from sigma_vla.data.shards import write_shard
+    from sigma_vla.data.shards import open_shard, write_shard
     from sigma_vla.models.base_policy import base_action_dict
 
-    with safe_open(str(path), framework="pt") as f:
+    with open_shard(path, framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys() if k not in BASE_ACTION_KEYS}
     n = tensors["split"].shape[0]
     chunks = []

@@ -55,8 +55,10 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     from sigma_vla.evaluation.metrics import HardThresholds, build_report, check_a
     from sigma_vla.evaluation.replay import replay
     from sigma_vla.inference.policy import load_adapter_config, load_run_model
+    from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
     from sigma_vla.training.transforms import BatchTransform, Normalizer
 
+    check_dir(out, "eval")  # the one output rule (sigma_vla.outdir): refused before the slow part
     model = load_run_model(run)
     data, meta = load_eval_data(shards, split)
     cfg = model.config.language
@@ -68,10 +70,8 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     report = build_report(res, meta, heads, HardThresholds(), n_boot)
     report.update(run=str(run), shards=str(shards), split=split, batch_size=batch_size,
                   finetuned_base=str(finetuned_base) if finetuned_base else None)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sigma_eval_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "sigma_eval_report.json")
+    claim_dir(out, "eval")
+    atomic_write_text(out / "sigma_eval_report.json", json.dumps(report, indent=1))
     return report
 
 

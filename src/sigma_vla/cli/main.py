@@ -1,5 +1,6 @@
 """The `sigma` command line. Each sub-command lives in its own module; this file only registers them and turns
-SigmaError into a one-line message with a non-zero exit (no traceback for bad input)."""
+SigmaError into a one-line message with a non-zero exit (no traceback for bad input), and usage errors into the
+usage line plus the message, exit 2 (README, Reliability)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import sys
 import typer
 
 from sigma_vla.errors import SigmaError
+
+# typer >= 0.29 carries its own copy of click, whose exceptions are not `click.ClickException`: take the class
+# from typer's public BadParameter, and also accept the real click's in case a typer without the copy is installed.
+_CLICK_ERRORS: tuple[type[BaseException], ...] = tuple(
+    {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"})
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sigma VLA toolkit: record, inspect, prep, train and evaluate Sigma over a frozen VLA base.")
@@ -24,7 +30,8 @@ for name, command in [("record", record.record), ("inspect", data.inspect), ("pr
 
 def main() -> None:
     try:
-        code = app(standalone_mode=False)  # click returns typer.Exit codes instead of exiting
+        # prog_name: usage lines say `sigma`, also under `python -m` or `accelerate launch -m`
+        code = app(standalone_mode=False, prog_name="sigma")  # click returns typer.Exit codes instead of exiting
         if isinstance(code, int) and code:
             sys.exit(code)
     except SigmaError as err:
@@ -34,12 +41,18 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
+        if isinstance(err, _click_errors()):
+            err.show()  # "Usage: sigma CMD ...", a hint line, then "Error: <message>"
             sys.exit(err.exit_code)
         raise
+
+
+def _click_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import click
+    except ImportError:
+        return _CLICK_ERRORS
+    return (*_CLICK_ERRORS, click.ClickException)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,11 @@ def train(
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
     seed: int = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest verified checkpoint in --out, "
+                                                         "with the run's settings (an option given must match)."),
+    extend_steps: bool = typer.Option(False, "--extend-steps",
+                                      help="With --resume: train to a larger --steps; the LR schedule and TSAC "
+                                           "curriculum keep their planned shape (extra steps run at their end)."),
     stop_after: int = typer.Option(None, "--stop-after", help="End this invocation after N steps (resume later)."),
     finetune_base: Path = typer.Option(None, "--finetune-base",
                                        help="Fine-tune this base-policy directory instead (the control group)."),
@@ -54,13 +58,15 @@ def train(
                          field="--mixed-precision")
     if not shards.is_dir():
         raise SigmaError("not a directory", file=shards)
+    if extend_steps and not (resume and steps is not None):
+        raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
     overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
                  "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
     if finetune_base is not None:
         result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after,
-                          task_text=not keep_base_instruction)
+                          task_text=not keep_base_instruction, extend_steps=extend_steps)
     else:
-        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after)
+        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps)
     from accelerate.state import PartialState
 
     if PartialState().is_main_process:

@@ -11,14 +11,17 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sigma_vla.data.info_schema import (SUPPORTED_VERSIONS, as_dict, as_int, as_number, as_str, format_path,
+                                        validate_info)
 from sigma_vla.errors import SigmaError, first_line
 
-SUPPORTED_VERSIONS = ("v2.1", "v3.0")
+__all__ = ["SUPPORTED_VERSIONS", "LeRobotDataset", "Episode", "VideoSegment", "read_parquet", "column_to_numpy"]
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -43,23 +46,31 @@ class Episode:
     extra: dict[str, object] = field(default_factory=dict)  # e.g. sigma/zone, sigma/template_id (our recorder)
 
 
-def _read_json(path: Path) -> dict:
+def _read_text(path: Path, missing: str = "file not found") -> str:
+    """A metadata file's text: missing, a directory, or not UTF-8 is a one-line SigmaError."""
+    if not path.exists():
+        raise SigmaError(missing, file=path)
+    if not path.is_file():
+        raise SigmaError("is a directory, expected a file", file=path)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SigmaError("file not found (is this a LeRobot dataset root?)", file=path) from None
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SigmaError(f"not UTF-8 text (byte {err.start})", file=path) from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(_read_text(path, "file not found (is this a LeRobot dataset root?)"))
     except json.JSONDecodeError as err:
         raise SigmaError(f"invalid JSON ({err.msg} at line {err.lineno})", file=path) from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        raise SigmaError("file not found", file=path)
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rows.append(as_dict(json.loads(line), path, f"line {n}"))
             except json.JSONDecodeError as err:
                 raise SigmaError(f"invalid JSON on line {n}: {err.msg}", file=path) from None
     return rows
@@ -69,9 +80,11 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read a parquet file, turning a missing, truncated or foreign file into a one-line SigmaError."""
     if not path.exists():
         raise SigmaError("file not found", file=path)
+    if not path.is_file():  # pyarrow would read a directory as an (empty) dataset
+        raise SigmaError("is a directory, expected a parquet file", file=path)
     try:
         return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise SigmaError(f"unreadable parquet (truncated or corrupt?): {first_line(err)}", file=path) from None
     except KeyError as err:
         raise SigmaError("column missing", file=path, field=str(err)) from None
@@ -98,6 +111,28 @@ def column_to_numpy(table: pa.Table, name: str, path: Path, width: int | None = 
     return arr
 
 
+def _tasks(row: dict, path: Path) -> list[str]:
+    tasks = row.get("tasks") or []
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise SigmaError("must be a list of strings", file=path, field="tasks")
+    return tasks
+
+
+def check_column_type(dtype: pa.DataType, path: Path, name: str) -> None:
+    """State and action hold numbers (scalars or lists of them), the bookkeeping columns integers (timestamp: any
+    number): a column of strings is refused here, not by a failed conversion later."""
+    inner = dtype.value_type if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or \
+        pa.types.is_fixed_size_list(dtype) else dtype
+    numeric = pa.types.is_integer(inner) or pa.types.is_floating(inner)
+    if name in (STATE_KEY, ACTION_KEY, "timestamp"):
+        ok = numeric and (inner is dtype or name != "timestamp")
+    else:
+        ok = inner is dtype and pa.types.is_integer(dtype)
+    if not ok:
+        want = "numbers" if name in (STATE_KEY, ACTION_KEY) else "a number" if name == "timestamp" else "integers"
+        raise SigmaError(f"column of {dtype} values, expected {want}", file=path, field=name)
+
+
 class LeRobotDataset:
     """A local LeRobot dataset: metadata, episodes, tasks, stats, per-episode columns and video segments."""
 
@@ -106,19 +141,11 @@ class LeRobotDataset:
         if not self.root.is_dir():
             raise SigmaError("dataset directory not found", file=self.root)
         self.info_path = self.root / "meta" / "info.json"
-        self.info = _read_json(self.info_path)
-        self.version = str(self.info.get("codebase_version", ""))
-        if self.version not in SUPPORTED_VERSIONS:
-            raise SigmaError(f"unsupported codebase_version {self.version!r} (supported: "
-                             f"{', '.join(SUPPORTED_VERSIONS)})", file=self.info_path, field="codebase_version")
-        for key in ("fps", "features"):
-            if key not in self.info:
-                raise SigmaError("required field missing", file=self.info_path, field=key)
+        # the schema first: nothing below reads a field whose type and range it has not checked
+        self.info = validate_info(_read_json(self.info_path), self.info_path, STATE_KEY, ACTION_KEY)
+        self.version = self.info["codebase_version"]
         self.fps = float(self.info["fps"])
         self.features: dict[str, dict] = self.info["features"]
-        for key in (STATE_KEY, ACTION_KEY):
-            if key not in self.features:
-                raise SigmaError("required feature not declared", file=self.info_path, field=f"features.{key}")
         self.tasks = self._load_tasks()
         self.episodes = self._load_episodes()
         self._table_cache: tuple[Path, pa.Table] | None = None
@@ -137,7 +164,7 @@ class LeRobotDataset:
         return [k for k, f in self.features.items() if f.get("dtype") == "video"]
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.features[key].get("shape", ()))
+        return tuple(int(s) for s in self.features[key]["shape"])  # checked by the schema
 
     @property
     def num_frames(self) -> int:
@@ -158,10 +185,11 @@ class LeRobotDataset:
             text_col = "task" if "task" in names else (names[0] if names else None)
             if text_col is None:
                 raise SigmaError("no task string column (expected the index column or 'task')", file=path)
-            idx = table.column("task_index").to_pylist()
-            return dict(zip(idx, table.column(text_col).to_pylist()))
-        rows = _read_jsonl(self.root / "meta" / "tasks.jsonl")
-        return {int(r["task_index"]): str(r["task"]) for r in rows}
+            pairs = zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist())
+        else:
+            path = self.root / "meta" / "tasks.jsonl"
+            pairs = ((r.get("task_index"), r.get("task")) for r in _read_jsonl(path))
+        return {as_int(i, path, "task_index"): as_str(t, path, "task") for i, t in pairs}
 
     def _load_episodes(self) -> list[Episode]:
         episodes = self._load_episodes_v30() if self.version == "v3.0" else self._load_episodes_v21()
@@ -172,8 +200,6 @@ class LeRobotDataset:
         files = sorted(ep_dir.glob("chunk-*/file-*.parquet"))
         if not files:
             raise SigmaError("no episode metadata files (meta/episodes/chunk-*/file-*.parquet)", file=ep_dir)
-        data_tpl = self.info.get("data_path", "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet")
-        video_tpl = self.info.get("video_path")
         episodes = []
         for path in files:
             table = read_parquet(path)
@@ -182,41 +208,41 @@ class LeRobotDataset:
                 for key in ("episode_index", "length", "data/chunk_index", "data/file_index"):
                     if key not in r:
                         raise SigmaError("column missing", file=path, field=key)
-                data_path = self.root / data_tpl.format(chunk_index=r["data/chunk_index"],
-                                                        file_index=r["data/file_index"])
-                videos = {}
-                for cam in self.video_keys:
-                    pre = f"videos/{cam}/"
-                    if video_tpl is None or pre + "chunk_index" not in r:
-                        raise SigmaError("video location missing for a declared camera", file=path,
-                                         field=pre + "chunk_index")
-                    vpath = self.root / video_tpl.format(video_key=cam, chunk_index=r[pre + "chunk_index"],
-                                                         file_index=r[pre + "file_index"])
-                    videos[cam] = VideoSegment(vpath, float(r[pre + "from_timestamp"]),
-                                               float(r[pre + "to_timestamp"]))
+                index = {k: as_int(r[k], path, k) for k in ("data/chunk_index", "data/file_index")}
+                data_path = format_path(self.root, self.info["data_path"], path, "data_path",
+                                        chunk_index=index["data/chunk_index"], file_index=index["data/file_index"])
+                videos = {cam: self._segment_v30(r, cam, path) for cam in self.video_keys}
                 extra = {k: v for k, v in r.items() if k.startswith("sigma/")}
-                episodes.append(Episode(int(r["episode_index"]), int(r["length"]), list(r.get("tasks") or []),
-                                        data_path, videos, extra))
+                episodes.append(Episode(as_int(r["episode_index"], path, "episode_index"),
+                                        as_int(r["length"], path, "length"), _tasks(r, path), data_path, videos,
+                                        extra))
         return episodes
 
+    def _segment_v30(self, r: dict, cam: str, path: Path) -> VideoSegment:
+        """Where one camera's frames of one episode live (v3.0 episodes row)."""
+        pre = f"videos/{cam}/"
+        for key in ("chunk_index", "file_index", "from_timestamp", "to_timestamp"):
+            if pre + key not in r:
+                raise SigmaError("video location missing for a declared camera", file=path, field=pre + key)
+        vpath = format_path(self.root, self.info["video_path"], path, pre + "chunk_index", video_key=cam,
+                            chunk_index=as_int(r[pre + "chunk_index"], path, pre + "chunk_index"),
+                            file_index=as_int(r[pre + "file_index"], path, pre + "file_index"))
+        return VideoSegment(vpath, as_number(r[pre + "from_timestamp"], path, pre + "from_timestamp", minimum=0),
+                            as_number(r[pre + "to_timestamp"], path, pre + "to_timestamp", minimum=0))
+
     def _load_episodes_v21(self) -> list[Episode]:
-        rows = _read_jsonl(self.root / "meta" / "episodes.jsonl")
+        path = self.root / "meta" / "episodes.jsonl"
         chunks = int(self.info.get("chunks_size", 1000))
-        data_tpl = self.info.get("data_path",
-                                 "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet")
-        video_tpl = self.info.get("video_path")
         episodes = []
-        for r in rows:
-            ep, chunk = int(r["episode_index"]), int(r["episode_index"]) // chunks
-            videos = {}
-            for cam in self.video_keys:
-                if video_tpl is None:
-                    raise SigmaError("video_path template missing", file=self.info_path, field="video_path")
-                vpath = self.root / video_tpl.format(episode_chunk=chunk, video_key=cam, episode_index=ep)
-                videos[cam] = VideoSegment(vpath, 0.0, float(r["length"]) / self.fps)
-            tasks = r.get("tasks") or []
-            episodes.append(Episode(ep, int(r["length"]), list(tasks),
-                                    self.root / data_tpl.format(episode_chunk=chunk, episode_index=ep), videos))
+        for r in _read_jsonl(path):
+            ep = as_int(r.get("episode_index"), path, "episode_index")
+            length = as_int(r.get("length"), path, "length")
+            where = {"episode_chunk": ep // chunks, "episode_index": ep}
+            videos = {cam: VideoSegment(format_path(self.root, self.info["video_path"], self.info_path, "video_path",
+                                                    video_key=cam, **where), 0.0, length / self.fps)
+                      for cam in self.video_keys}
+            data_path = format_path(self.root, self.info["data_path"], self.info_path, "data_path", **where)
+            episodes.append(Episode(ep, length, _tasks(r, path), data_path, videos))
         return episodes
 
     # ---- data ---------------------------------------------------------------------------------------------
@@ -229,6 +255,7 @@ class LeRobotDataset:
                 if name not in table.column_names:
                     raise SigmaError("feature declared in info.json but absent from the data", file=path,
                                      field=name)
+                check_column_type(table.schema.field(name).type, path, name)
             self._table_cache = (path, table.select(cols))
         return self._table_cache[1]
 

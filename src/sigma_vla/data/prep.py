@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing as mp
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,12 +20,13 @@ import numpy as np
 from tqdm import tqdm
 
 from sigma_vla.data.lerobot import ACTION_KEY, STATE_KEY, LeRobotDataset
-from sigma_vla.data.schema import META_FILE, SHARD_GLOB, SPLIT_CODES
+from sigma_vla.data.schema import META_FILE, SHARD_PATTERN, SPLIT_CODES
 from sigma_vla.data.shards import ShardWriter, atomic_write_text, shard_num_samples, shard_paths
 from sigma_vla.data.validate import check_columns, tolerance, video_times
 from sigma_vla.data.video import decode_frames, probe_video
 from sigma_vla.data.windows import assign_splits, episode_windows, pad_steps, parse_split
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.outdir import check_dir, claim_dir, release_dir
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,12 @@ class PrepConfig:
             raise SigmaError(f"image size must be >= 8, got {self.image_size}", field="--image-size")
         if self.shard_size < 1 or self.stride < 1:
             raise SigmaError("shard size and stride must be >= 1", field="--shard-size")
-        if self.min_action_norm < 0:
-            raise SigmaError(f"min action norm must be >= 0, got {self.min_action_norm}", field="--min-action-norm")
-        parse_split(self.split)
-
-
-OURS = (META_FILE, SHARD_GLOB, "*.tmp")
+        if not 0 <= self.min_action_norm < math.inf:  # NaN fails this too: it would silently drop every window
+            raise SigmaError(f"must be a finite number >= 0, got {self.min_action_norm}", field="--min-action-norm")
+        if self.seed < 0:
+            raise SigmaError(f"must be >= 0, got {self.seed}", field="--seed")
+        if not all(math.isfinite(v) for v in parse_split(self.split).values()):  # NaN passes the sum check
+            raise SigmaError(f"fractions must be finite numbers, got {self.split!r}", field="--split")
 
 
 def fingerprint(ds: LeRobotDataset) -> str:
@@ -70,25 +72,50 @@ def fingerprint(ds: LeRobotDataset) -> str:
 
 
 def check_out_dir(out: Path, params: dict) -> str:
-    """'fresh', 'resume' or 'complete'; refuses a directory holding files that are not ours (never deletes)."""
-    if not out.exists():
+    """'fresh', 'resume' or 'complete'. The one rule of sigma_vla.outdir decides what is ours: a directory holding
+    anything else is refused and kept (never deleted)."""
+    if check_dir(out, "shards") != "ours":
         return "fresh"
-    if not out.is_dir():
-        raise SigmaError("output exists and is not a directory", file=out)
-    foreign = [p.name for p in out.iterdir() if not any(p.match(g) for g in OURS)]
-    if foreign:
-        raise SigmaError(f"output directory holds files that are not ours ({', '.join(sorted(foreign)[:3])}"
-                         f"{' ...' if len(foreign) > 3 else ''}); choose an empty or new --out", file=out)
     meta_path = out / META_FILE
     if not meta_path.exists():
         if shard_paths(out):
             raise SigmaError("shards without meta.json: not a prep of ours to resume", file=out)
         return "fresh"
-    meta = json.loads(meta_path.read_text())
-    if meta.get("params") != params:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, OSError) as err:
+        raise SigmaError(f"unreadable ({first_line(err)}): not a prep to resume; use a new --out",
+                         file=meta_path) from None
+    if not isinstance(meta, dict) or meta.get("params") != params:
         raise SigmaError("holds a prep of another dataset or other parameters; use a new --out", file=meta_path,
                          field="params")
     return "complete" if meta.get("status") == "complete" else "resume"
+
+
+def _check_kept(cfg: PrepConfig, counts: dict[int, int], stats: dict) -> None:
+    """Zero windows is not a result: say which option dropped them all."""
+    if sum(counts.values()):
+        return
+    if stats["windows_dropped_static"]:
+        raise SigmaError(f"drops all {stats['windows_dropped_static']} windows (their mean action norm is below "
+                         f"{cfg.min_action_norm:g})", field="--min-action-norm")
+    raise SigmaError(f"no episode is as long as the horizon ({cfg.horizon} frames); lower --horizon or pass "
+                     "--pad-end", field="--horizon")
+
+
+def _resume_point(out: Path, shard_size: int) -> int:
+    """Samples held by the complete shards at the start of the sequence (shard 0, 1, ... with no gap); a trailing
+    partial shard is rewritten. Our writes are atomic, so an unreadable shard was damaged afterwards: its
+    SigmaError names it."""
+    done = 0
+    for i, path in enumerate(shard_paths(out)):
+        if path.name != SHARD_PATTERN.format(i):
+            break
+        n = shard_num_samples(path)
+        done += n
+        if n != shard_size:
+            break
+    return done - done % shard_size
 
 
 def _split_counts(splits: dict[int, str]) -> dict[str, int]:
@@ -190,31 +217,30 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
     if state == "complete":
         return json.loads((out / META_FILE).read_text())
     columns, counts, stats = _scan(ds, cfg, progress)
+    _check_kept(cfg, counts, stats)
     held_out = {e.index for e in ds.episodes if e.extra.get("sigma/held_out")}
     splits = assign_splits([e.index for e in ds.episodes], parse_split(cfg.split), cfg.seed, held_out)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    meta = _meta(ds, cfg, params, columns, counts, stats, splits)
-    atomic_write_text(out / META_FILE, json.dumps({**meta, "status": "in_progress"}, indent=1))
-    done = sum(shard_num_samples(p) for p in shard_paths(out))
-    done -= done % cfg.shard_size  # a trailing partial shard is rewritten (only the last one can be partial)
-    writer = ShardWriter(out, cfg.shard_size, start_samples=done)
-    jobs, offset = [], 0
-    for ep in ds.episodes:
-        n = counts[ep.index]
-        if offset + n > done and n:
-            jobs.append((ep.index, cfg, splits[ep.index], max(0, done - offset)))
-        offset += n
+    created = claim_dir(out, "shards")
+    writer = None
     try:
+        meta = _meta(ds, cfg, params, columns, counts, stats, splits)
+        atomic_write_text(out / META_FILE, json.dumps({**meta, "status": "in_progress"}, indent=1))
+        done = _resume_point(out, cfg.shard_size)
+        writer = ShardWriter(out, cfg.shard_size, start_samples=done)
+        jobs, offset = [], 0
+        for ep in ds.episodes:
+            n = counts[ep.index]
+            if offset + n > done and n:
+                jobs.append((ep.index, cfg, splits[ep.index], max(0, done - offset)))
+            offset += n
         _write_all(ds, jobs, writer, workers, progress, columns)
     except SigmaError:
-        # Bad input found mid-run (say a corrupt video): a fresh run removes only what it wrote. An interrupt
-        # is not caught: its complete shards stay, and rerunning the command resumes after them.
-        if done == 0:
-            for path in [*writer.written, out / META_FILE]:
+        # Bad input found mid-run (say a corrupt video): a fresh run removes only what it wrote. A resumed run keeps
+        # its state; a crash or an interrupt is not caught: complete shards stay, and rerunning resumes after them.
+        if state == "fresh":
+            for path in [*(writer.written if writer else []), out / META_FILE]:
                 path.unlink(missing_ok=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()
+            release_dir(out, created)
         raise
     meta["num_shards"] = len(shard_paths(out))
     atomic_write_text(out / META_FILE, json.dumps({**meta, "status": "complete"}, indent=1))

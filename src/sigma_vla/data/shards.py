@@ -7,56 +7,80 @@ the samples the complete shards hold and skipping that many (the sample order is
 from __future__ import annotations
 
 import json
-import os
+from contextlib import contextmanager
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file as save_numpy
 
 from sigma_vla.data.schema import META_FILE, SHARD_GLOB, SHARD_PATTERN, SPLIT_CODES
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.outdir import atomic_write, atomic_write_text  # noqa: F401  (atomic_write_text: re-exported)
 
 if TYPE_CHECKING:  # torch is imported lazily: prep's worker processes never need it
     import torch
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_shard(path: Path, tensors: dict[str, np.ndarray]) -> None:
     """One shard file, atomically: the file either holds every sample or does not exist."""
-    tmp = path.with_name(path.name + ".tmp")
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     # One metadata key only: safetensors stores metadata in a hash map, so several keys would serialise in a
     # different order per process and identical shards would differ in bytes.
-    save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-               metadata={"format": "sigma-vla-shard"})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_numpy(arrays, str(tmp), metadata={"format": "sigma-vla-shard"}))
 
 
 def shard_paths(shards_dir: Path) -> list[Path]:
     return sorted(Path(shards_dir).glob(SHARD_GLOB))
 
 
+@contextmanager
+def open_shard(path: Path, framework: str = "numpy") -> Iterator[Any]:
+    """safe_open, with a truncated, empty or foreign file turned into a one-line SigmaError naming it."""
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            yield f
+    except (SafetensorError, OSError) as err:
+        raise SigmaError(f"unreadable shard (truncated or corrupt?): {first_line(err)}", file=path) from None
+
+
 def shard_num_samples(path: Path) -> int:
-    with safe_open(str(path), framework="numpy") as f:
+    with open_shard(path) as f:
+        if "split" not in f.keys():
+            raise SigmaError("key missing from shard", file=path, field="split")
         return int(f.get_slice("split").get_shape()[0])
 
 
 def read_meta(shards_dir: str | Path) -> dict:
     path = Path(shards_dir) / META_FILE
-    if not path.exists():
+    if not path.is_file():
         raise SigmaError("not a shard directory (meta.json missing; run `sigma prep` first)", file=path)
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise SigmaError(f"unreadable ({first_line(err)}); rerun `sigma prep`", file=path) from None
+    if not isinstance(meta, dict):
+        raise SigmaError(f"expected a JSON object, got {type(meta).__name__}", file=path)
+    _check_meta_fields(meta, path)
     if meta.get("status") != "complete":
         raise SigmaError("prep did not finish (status is not 'complete'); rerun `sigma prep` to resume",
                          file=path, field="status")
     return meta
+
+
+def _check_meta_fields(meta: dict, path: Path) -> None:
+    """The fields every reader of a shard directory uses, with their types (a hand-edited meta.json fails here in
+    one line rather than deep in training)."""
+    from sigma_vla.data.info_schema import as_dict, as_int
+
+    tasks = meta.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise SigmaError("must be a list of instruction strings", file=path, field="tasks")
+    for key in ("state_dim", "action_dim"):
+        as_int(meta.get(key), path, key, minimum=1)
+    for key in ("params", "normalization"):
+        as_dict(meta.get(key), path, key)
 
 
 class ShardWriter:
@@ -119,7 +143,7 @@ def load_shards(shards_dir: str | Path, keys: list[str] | None = None) -> dict[s
         raise SigmaError("no shard_*.safetensors files", file=shards_dir)
     parts: dict[str, list[torch.Tensor]] = {}
     for path in paths:
-        with safe_open(str(path), framework="pt") as f:
+        with open_shard(path, framework="pt") as f:
             for k in keys or f.keys():
                 if k not in f.keys():
                     raise SigmaError("key missing from shard", file=path, field=k)

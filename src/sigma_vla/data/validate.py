@@ -30,6 +30,11 @@ def check_columns(ds: LeRobotDataset, ep: Episode, cols: dict[str, np.ndarray]) 
         if bad.any():
             frame = int(cols["frame_index"][np.argmax(bad)])
             raise SigmaError(f"NaN or Inf in episode {ep.index} at frame {frame}", file=path, field=name)
+    unknown = np.setdiff1d(cols["task_index"], list(ds.tasks))
+    if len(unknown):  # training looks the instruction up by task_index: an unknown one has no text
+        frame = int(cols["frame_index"][np.argmax(np.isin(cols["task_index"], unknown))])
+        raise SigmaError(f"task_index {int(unknown[0])} in episode {ep.index} at frame {frame} is not in the tasks "
+                         f"table ({len(ds.tasks)} tasks)", file=path, field="task_index")
     ts = cols["timestamp"]
     if n > 1 and not (np.diff(ts) > 0).all():
         frame = int(cols["frame_index"][1 + np.argmax(np.diff(ts) <= 0)])

@@ -202,7 +202,7 @@ def build_report(root: Path, out: Path) -> Path:
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>Sigma report</title><style>{STYLE}</style>" \
            f"</head><body>{body}{CHECK_IMAGES}</body></html>"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    from sigma_vla.outdir import atomic_write_text
+
+    atomic_write_text(out, page)
     return out

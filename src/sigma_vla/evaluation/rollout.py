@@ -189,10 +189,11 @@ def save_animation(frames: list[np.ndarray], path: Path, fps: int = 10) -> Path:
     """An animated GIF (embeds in the HTML report as is); written atomically."""
     from PIL import Image
 
+    from sigma_vla.outdir import atomic_write
+
     images = [Image.fromarray(f) for f in frames[::2]]  # every other frame keeps the file small
-    tmp = path.with_name(path.name + ".tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                                  duration=int(2000 / fps), loop=0))
     return path
 
 
@@ -259,10 +260,13 @@ def iter_episodes(job: RolloutJob, specs: list[EpisodeSpec], animations: int, wo
 
 def run_rollouts(job: RolloutJob, specs: list[EpisodeSpec], out: Path, animations: int = 2, workers: int = 1,
                  progress: bool = True, label: str = "rollout") -> dict:
-    """Run the planned episodes; write rollouts.json and a few GIFs into out; return the summary."""
+    """Run the planned episodes; write rollouts.json and a few GIFs into out; return the summary. `out` follows the
+    one output rule (sigma_vla.outdir): new, or ours from an earlier rollout; anything else is refused and kept."""
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
+    from sigma_vla.outdir import atomic_write_text, claim_dir
+
+    claim_dir(out, "rollout")
     results = []
     bar = tqdm(iter_episodes(job, specs, animations, workers), total=len(specs), desc=label, unit="ep",
                disable=not progress)
@@ -274,9 +278,7 @@ def run_rollouts(job: RolloutJob, specs: list[EpisodeSpec], out: Path, animation
     summary = {**summarize(results), "by": summarize_by(results), "policy": job.mode, "source": job.source,
                "n_action_steps": job.n_action_steps, "max_steps": job.max_steps, "image_size": job.image_size,
                "episodes_detail": [asdict(r) for r in results]}
-    tmp = out / "rollouts.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "rollouts.json")
+    atomic_write_text(out / "rollouts.json", json.dumps(summary, indent=1))
     return summary
 
 

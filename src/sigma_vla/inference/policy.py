@@ -177,9 +177,9 @@ def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size
     tau, ratio = torch.cat(taus), torch.cat(ratios)
     cfg = replace(AdapterConfig(), tau_max=float(2 * torch.quantile(tau, 0.99).clamp_min(1e-3)),
                   ratio_max=float(1.5 * torch.quantile(ratio, 0.95).clamp_min(1e-3)))
-    tmp = Path(run) / (ADAPTER_FILE + ".tmp")
-    tmp.write_text(json.dumps(asdict(cfg), indent=1))
-    tmp.replace(Path(run) / ADAPTER_FILE)
+    from sigma_vla.outdir import atomic_write_text
+
+    atomic_write_text(Path(run) / ADAPTER_FILE, json.dumps(asdict(cfg), indent=1))
     return cfg
 
 

@@ -7,30 +7,19 @@ restored by building the model from its config; the loader checks that nothing e
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.outdir import atomic_write, atomic_write_text
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_model_dir(directory: str | Path, module: nn.Module, config: dict[str, Any], kind: str,
@@ -40,9 +29,9 @@ def save_model_dir(directory: str | Path, module: nn.Module, config: dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     skip = set(skip_keys)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items() if k not in skip}
-    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"kind": kind}))
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"kind": kind}))
     meta = {"kind": kind, "config": config, "skipped_frozen": sorted(skip)}
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_text(out / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return out
 
 
@@ -54,12 +43,19 @@ def read_model_dir(directory: str | Path, kind: str) -> tuple[dict[str, Any], di
         if not p.is_file():
             raise SigmaError(f"missing (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})", file=p)
     try:
-        meta = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise SigmaError(f"not valid JSON: {err}", file=cfg_path) from err
-    if meta.get("kind") != kind:
-        raise SigmaError(f"holds a {meta.get('kind')!r}, expected {kind!r}", file=cfg_path, field="kind")
-    return meta["config"], load_file(str(w_path)), list(meta.get("skipped_frozen", []))
+        meta = json.loads(cfg_path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SigmaError(f"not valid JSON: {first_line(err)}", file=cfg_path) from None
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        got = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+        raise SigmaError(f"holds a {got!r}, expected {kind!r}", file=cfg_path, field="kind")
+    if not isinstance(meta.get("config"), dict):
+        raise SigmaError("missing or not a JSON object", file=cfg_path, field="config")
+    try:
+        state = load_file(str(w_path))
+    except (SafetensorError, OSError) as err:  # truncated, emptied or foreign: say so, no traceback
+        raise SigmaError(f"unreadable weights (truncated or corrupt?): {first_line(err)}", file=w_path) from None
+    return meta["config"], state, list(meta.get("skipped_frozen", []))
 
 
 def load_state_checked(module: nn.Module, state: dict[str, Tensor], skipped: list[str], source: str | Path) -> None:

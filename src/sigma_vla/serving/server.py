@@ -5,35 +5,38 @@ observations and receives action chunks), without pickle anywhere: LeRobot's gRP
 untrusted bytes and got a CVE for it. The wire format is sigma_vla.wire; what is served is a ServedPolicy.
 
 Concurrency: the event loop only parses, checks and routes messages; every policy call (factory, reset, infer)
-runs in one dedicated model thread, a single-worker executor that acts as the lock around the model. Torch
-releases the GIL inside its kernels, so the loop keeps answering other connections, pings and /healthz while a
-model call runs, and torch's thread-local state (grad mode) is the same for every call.
+runs in one dedicated model thread, which acts as the lock around the model and serves waiting calls fairly:
+the connection that used the least model time recently goes first (fair.py). Torch releases the GIL inside its
+kernels, so the loop keeps answering other connections, pings and /healthz while a model call runs, and torch's
+thread-local state (grad mode) is the same for every call.
 
-Limits: a message up to `max_message_bytes` is decoded; one between that and `hard_limit_factor` times it is
-read and answered with a "too_large" error (the connection stays up); websockets closes anything bigger with
-1009 (message too big) before buffering it, and the server stays up. Memory held for clients is bounded by
-max_connections x max_queue x the hard limit (16 x 4 x 16 MiB by default; lower them on a small box).
-Only connections to "/" upgrade; GET /healthz answers "ok" without a token (it reveals nothing but liveness);
-any other path is 404.
+Limits (also in the metadata message, README "Serving a real robot"): a message up to `max_message_bytes` is
+decoded; one between that and `hard_limit_factor` times it is read and answered with a "too_large" error (the
+connection stays up); websockets closes anything bigger with 1009 (message too big) before buffering it, and the
+server stays up. Memory held for clients is bounded by max_connections x max_queue x the hard limit
+(32 x 2 x 16 MiB by default; lower them on a small box). A connection idle for `idle_timeout` seconds is closed,
+and when every slot is taken a new client takes the slot of one idle for `evict_idle_after` seconds
+(admission.py); the token must be presented exactly once, exactly. Only connections to "/" upgrade; GET /healthz
+answers "ok" without a token (it reveals nothing but liveness); any other path is 404.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from sigma_vla.serving.admission import RawHandshakeConnection, Slots, token_accepted
+from sigma_vla.serving.fair import FairModelThread
 from sigma_vla.serving.protocol import PolicyFactory, ServedPolicy, check_metadata, check_result, versions
 from sigma_vla.wire import InputSpec, WireError, check_observation, pack, unpack
 
@@ -62,10 +65,14 @@ class ServerConfig:
     hard_limit_factor: float = 2.0  # up to this x the limit: error reply; beyond: websockets closes with 1009
     allow_extra_keys: bool = False  # strict: an unknown observation key is an error, not silently dropped
     max_instruction_chars: int = 2000
-    max_connections: int = 16  # each connection holds a policy instance (episode state); beyond: HTTP 503
-    max_queue: int = 4  # frames buffered per connection (request-reply needs 1): bounds memory per client
+    max_connections: int = 32  # each connection holds a policy instance (episode state); beyond: eviction or 503
+    max_queue: int = 2  # frames buffered per connection (request-reply needs 1): bounds memory per client
     ping_interval: float | None = 20.0  # keepalive; a dead robot link is noticed within ~2 intervals
     close_timeout: float = 5.0
+    # A robot's loop asks several times a second; a connection silent this long holds a slot for nothing.
+    idle_timeout: float = 60.0  # closed after this long without a message (the client reconnects on its next call)
+    evict_idle_after: float = 5.0  # when full, a new client may take the slot of a connection idle this long
+    fair_half_life: float = 2.0  # memory of the fairness rule: model time used in the last few seconds counts
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -79,6 +86,11 @@ class ServerConfig:
         if min(self.max_instruction_chars, self.max_connections, self.max_queue) < 1:
             raise ValueError(f"max_instruction_chars, max_connections and max_queue must be >= 1, got "
                              f"{self.max_instruction_chars}, {self.max_connections}, {self.max_queue}")
+        if not min(self.idle_timeout, self.evict_idle_after, self.fair_half_life) > 0:
+            raise ValueError(f"idle_timeout, evict_idle_after and fair_half_life must be > 0, got "
+                             f"{self.idle_timeout}, {self.evict_idle_after}, {self.fair_half_life}")
+        if self.token is not None and self.token != self.token.strip():
+            raise ValueError("token must not start or end with whitespace (HTTP drops it from headers)")
 
     @property
     def hard_limit_bytes(self) -> int:
@@ -115,19 +127,20 @@ class PolicyServer:
     def __init__(self, policy_factory: PolicyFactory, config: ServerConfig | None = None):
         self.factory = policy_factory
         self.config = config or ServerConfig()
-        self._executor: ThreadPoolExecutor | None = None
+        self._model: FairModelThread | None = None
         self._server: Any = None
-        self._active = 0
+        self._slots = Slots(self.config.max_connections, self.config.evict_idle_after)
 
     # ---- lifetime ---------------------------------------------------------------------------------------------
     async def start(self) -> int:
         """Bind and start accepting; returns the bound port."""
         cfg = self.config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigma-model")
+        self._model = FairModelThread(cfg.fair_half_life)
         self._server = await serve(self._handle, cfg.host, cfg.port, process_request=self._process_request,
                                    max_size=cfg.hard_limit_bytes, max_queue=cfg.max_queue,
                                    compression=None,  # raw arrays and latency: deflate costs more than it saves
-                                   ping_interval=cfg.ping_interval, close_timeout=cfg.close_timeout)
+                                   ping_interval=cfg.ping_interval, close_timeout=cfg.close_timeout,
+                                   create_connection=RawHandshakeConnection)  # the token check reads raw headers
         return self.port
 
     async def stop(self) -> None:
@@ -136,9 +149,9 @@ class PolicyServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if self._model is not None:
+            self._model.shutdown()
+            self._model = None
 
     @property
     def port(self) -> int:
@@ -171,40 +184,41 @@ class PolicyServer:
             await self.stop()
 
     # ---- HTTP side of the handshake ---------------------------------------------------------------------------
-    def _authorized(self, request: Any, query: str) -> bool:
-        """Constant-time comparison of the Bearer header or ?token= against the configured token."""
-        expected = self.config.token.encode()
-        header = request.headers.get("Authorization", "")
-        presented = [header[len("Bearer "):]] if header.startswith("Bearer ") else []
-        presented += parse_qs(query).get("token", [])
-        return any(hmac.compare_digest(p.encode(), expected) for p in presented)
-
     def _process_request(self, connection: ServerConnection, request: Any) -> Any:
-        """/healthz (200 ok), unknown paths (404), missing or wrong token (401), too many connections (503)."""
+        """/healthz (200 ok), unknown paths (404), not exactly the token (401), every slot busy (503); else the
+        connection gets a slot, taken from the longest-idle connection when the server is full."""
         url = urlsplit(request.path)
         if url.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
         if url.path != "/":
             return connection.respond(HTTPStatus.NOT_FOUND, "not found: connect to / or GET /healthz\n")
-        if self.config.token is not None and not self._authorized(request, url.query):
+        if self.config.token is not None and not token_accepted(connection, url.query, self.config.token):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-        if self._active >= self.config.max_connections:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        try:
+            victim = self._slots.victim()
+        except LookupError:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections, none idle\n")
+        if victim is not None:
+            log.info("server full: closing a connection idle for %.0f s for a new client", self.config.evict_idle_after)
+            asyncio.ensure_future(victim.close(1000, "idle while the server was full"))
+        self._slots.open(connection)  # reserved now: simultaneous handshakes cannot overfill the server
+        asyncio.ensure_future(self._release_when_closed(connection))
         return None
 
+    async def _release_when_closed(self, connection: ServerConnection) -> None:
+        await connection.wait_closed()  # also after a handshake that failed before the handler ran
+        self._slots.close(connection)
+        if self._model is not None:
+            self._model.forget(connection)
+
     # ---- websocket side ---------------------------------------------------------------------------------------
-    async def _in_model_thread(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-        """fn(*args) in the model thread; returns (result, milliseconds spent inside fn)."""
-        def timed() -> tuple[Any, float]:
-            start = time.perf_counter()
-            out = fn(*args)
-            return out, (time.perf_counter() - start) * 1e3
+    async def _in_model_thread(self, ws: ServerConnection, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        """fn(*args) in the model thread, in this connection's fair turn; returns (result, ms inside fn)."""
+        return await self._model.run(ws, fn, *args)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
-
-    async def _open_session(self) -> _Session:
-        policy, _ = await self._in_model_thread(self.factory)
-        meta, _ = await self._in_model_thread(policy.metadata)
+    async def _open_session(self, ws: ServerConnection) -> _Session:
+        policy, _ = await self._in_model_thread(ws, self.factory)
+        meta, _ = await self._in_model_thread(ws, policy.metadata)
         meta, specs = check_metadata(meta)
         return _Session(policy, meta, specs)
 
@@ -213,14 +227,19 @@ class PolicyServer:
         return {"type": "metadata", **session.meta, "versions": versions(),
                 "limits": {"max_message_bytes": cfg.max_message_bytes,
                            "max_instruction_chars": cfg.max_instruction_chars,
-                           "allow_extra_keys": cfg.allow_extra_keys}}
+                           "allow_extra_keys": cfg.allow_extra_keys, "max_connections": cfg.max_connections,
+                           "idle_timeout_s": cfg.idle_timeout, "evict_idle_after_s": cfg.evict_idle_after,
+                           "token": "exactly one: header 'Authorization: Bearer T' or ?token=T",
+                           "fairness": "the connection that used the least model time in the last "
+                                       f"~{cfg.fair_half_life:g} s (half-life) is served first"}}
 
     async def _handle(self, ws: ServerConnection) -> None:
-        """One connection: its own policy, metadata first, then one reply per message, in order."""
-        self._active += 1
+        """One connection: its own policy, metadata first, then one reply per message, in order; closed after
+        idle_timeout seconds without a message."""
+        slot = self._slots.live.get(ws) or self._slots.open(ws)
         try:
             try:
-                session = await self._open_session()
+                session = await self._open_session(ws)
             except Exception as err:  # noqa: BLE001  (report a broken factory to the client, keep serving)
                 log.exception("policy factory failed")
                 await ws.send(pack(_error("policy_failed", f"policy could not start: {type(err).__name__}: "
@@ -228,14 +247,22 @@ class PolicyServer:
                 await ws.close(1011, "policy could not start")
                 return
             await ws.send(pack(self._hello(session)))
-            async for raw in ws:
-                await ws.send(pack(await self._reply(session, raw)))
+            while True:
+                slot.last, slot.busy = time.monotonic(), False
+                try:
+                    async with asyncio.timeout(self.config.idle_timeout):
+                        raw = await ws.recv()
+                except TimeoutError:
+                    await ws.close(1000, f"idle for {self.config.idle_timeout:g} s")
+                    return
+                slot.busy = True
+                await ws.send(pack(await self._reply(session, raw, ws)))
         except ConnectionClosed:
             pass  # the client left (or sent a frame over the hard limit: 1009); the server carries on
         finally:
-            self._active -= 1
+            self._slots.close(ws)
 
-    async def _reply(self, session: _Session, raw: bytes | str) -> dict[str, Any]:
+    async def _reply(self, session: _Session, raw: bytes | str, ws: ServerConnection) -> dict[str, Any]:
         """The reply to one message; every failure becomes an error reply, never a dropped connection."""
         start = time.perf_counter()
         limit = self.config.max_message_bytes
@@ -247,9 +274,9 @@ class PolicyServer:
             msg_id = _message_id(msg)
             kind = msg.get("type")
             if kind == "infer":
-                return await self._infer(session, msg, msg_id, start)
+                return await self._infer(session, msg, msg_id, start, ws)
             if kind == "reset":
-                await self._in_model_thread(session.policy.reset)
+                await self._in_model_thread(ws, session.policy.reset)
                 return {"type": "reset", "id": msg_id} if msg_id is not None else {"type": "reset"}
             raise WireError(f"unknown message type {kind!r:.40}; expected 'infer' or 'reset'")
         except WireError as err:
@@ -258,8 +285,8 @@ class PolicyServer:
             log.exception("policy call failed")
             return _error("policy_failed", f"{type(err).__name__}: {err}", msg_id)
 
-    async def _infer(self, session: _Session, msg: dict[str, Any], msg_id: int | None,
-                     start: float) -> dict[str, Any]:
+    async def _infer(self, session: _Session, msg: dict[str, Any], msg_id: int | None, start: float,
+                     ws: ServerConnection) -> dict[str, Any]:
         obs = check_observation(msg.get("obs"), session.specs, self.config.allow_extra_keys)
         instruction = msg.get("instruction")
         if not isinstance(instruction, str):
@@ -267,7 +294,7 @@ class PolicyServer:
         if len(instruction) > self.config.max_instruction_chars:
             raise WireError(f"instruction of {len(instruction)} characters exceeds "
                             f"{self.config.max_instruction_chars}")
-        out, model_ms = await self._in_model_thread(session.policy.infer, obs, instruction)
+        out, model_ms = await self._in_model_thread(ws, session.policy.infer, obs, instruction)
         fields = check_result(out, int(session.meta["action_dim"]))
         server_ms = (time.perf_counter() - start) * 1e3
         return {"type": "result", "id": msg_id, **fields, "timing": {"server_ms": server_ms, "model_ms": model_ms}}

@@ -1,9 +1,17 @@
-"""Checkpoint directories: RUN/checkpoints/step_XXXXXX/, written atomically, the last K kept (paper 4.2 training).
+"""Checkpoint directories: RUN/checkpoints/step_XXXXXX/, written atomically, verified before they are trusted, the
+last K kept (paper 4.2 training; docs/reliability.md, "Checkpoints").
 
 A checkpoint is built in a temporary sibling directory and renamed into place only once every file is written,
-so a directory named `step_XXXXXX` is always complete; a crash leaves at most a `.tmp-` directory, which the next
-save removes. Every directory we write carries `checkpoint.json` with our format tag, and pruning and temp cleanup
-only ever touch directories that carry it (never anything we did not write).
+so a directory named `step_XXXXXX` is complete when written; a crash leaves at most a `.tmp-` directory, which the
+next save removes. Every directory we write carries `checkpoint.json` with our format tag, and pruning and temp
+cleanup only ever touch directories that carry it (never anything we did not write).
+
+Why verify as well: a file can be damaged after it was written (a full disk, a copy cut short, a flipped bit).
+The manifest records each file's size and sha256; --resume trusts the newest checkpoint that still matches them,
+sets the damaged newer ones aside as `step_XXXXXX.damaged` (renamed, never deleted: the next save of that step
+must not collide with them) and says so. Pruning first renames a checkpoint to `.deleting-step_XXXXXX`, then
+deletes its files with the manifest last, so a kill mid-way leaves a directory the next prune recognises and
+finishes, never a half-deleted `step_` directory.
 
 Layout of one checkpoint:
     model.safetensors + config.json      the model (its own save_pretrained)
@@ -11,23 +19,27 @@ Layout of one checkpoint:
     scheduler.json                       LR scheduler state
     rng_rank{r}.safetensors + .json      each process's RNG streams (torch as uint8 tensor; python, numpy as JSON)
     trainer_state.json                   step, data position, counters
-    checkpoint.json                      format tag, step, file list (written last)
+    checkpoint.json                      format tag, step, {file: {size, sha256}} (written last)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.outdir import atomic_write_text
 
 FORMAT = "sigma-vla-checkpoint"
 MANIFEST = "checkpoint.json"
 STEP_DIR = "step_{:06d}"
 STEP_RE = re.compile(r"^step_(\d{6,})$")
 TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".deleting-"
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -42,26 +54,36 @@ def begin(run_dir: Path, step: int) -> Path:
     """Create the (empty) temporary directory for `step`, tagged as ours, removing a stale one of ours first."""
     tmp = temp_dir(run_dir, step)
     if tmp.exists() and _is_ours(tmp):
-        shutil.rmtree(tmp)
+        _discard(tmp)
     tmp.mkdir(parents=True, exist_ok=False)
     (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "step": step, "complete": False}))
     return tmp
 
 
+def _file_record(path: Path) -> dict[str, Any]:
+    """Size and sha256 of one file, read once; fsync'd on the way (the rename that follows must not outrun it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        os.fsync(fh.fileno())
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
 def commit(run_dir: Path, step: int, keep_last: int) -> Path:
-    """Write the manifest, fsync, rename the temp directory to `step_XXXXXX`; then prune to the last `keep_last`."""
+    """Write the manifest (sizes and checksums), rename the temp directory to `step_XXXXXX`; then prune to the last
+    `keep_last`."""
     tmp = temp_dir(run_dir, step)
-    files = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
+    files = {p.name: _file_record(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
     manifest = tmp / MANIFEST
     manifest.write_text(json.dumps({"format": FORMAT, "step": step, "complete": True, "files": files}))
-    for name in files + [MANIFEST]:
-        with open(tmp / name, "rb") as fh:
-            os.fsync(fh.fileno())
+    _file_record(manifest)  # fsync
     final = checkpoints_dir(run_dir) / STEP_DIR.format(step)
     if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
         if not _is_ours(final):
-            raise FileExistsError(f"{final} exists and is not a sigma-vla checkpoint; not replacing it")
-        shutil.rmtree(final)
+            raise SigmaError("exists and is not a sigma-vla checkpoint; not replacing it (move it away to continue)",
+                             file=final)
+        _discard(final)
     os.replace(tmp, final)
     prune(run_dir, keep_last)
     return final
@@ -80,7 +102,7 @@ def _is_ours(path: Path) -> bool:
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of ours, oldest first."""
+    """Complete checkpoints of ours by their manifests (cheap: no checksums), oldest first."""
     root = checkpoints_dir(run_dir)
     if not root.is_dir():
         return []
@@ -93,25 +115,105 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def step_dirs(run_dir: Path) -> list[Path]:
+    """Every `step_XXXXXX` directory, complete or not (a fresh run must not write among them)."""
+    root = checkpoints_dir(run_dir)
+    return sorted(p for p in root.iterdir() if STEP_RE.match(p.name)) if root.is_dir() else []
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = complete_checkpoints(run_dir)
     return found[-1] if found else None
 
 
+def verify(path: Path) -> str | None:
+    """None when the checkpoint matches its manifest (every file's size and sha256), else what is wrong. A manifest
+    from before checksums (a list of names) is checked for presence only."""
+    manifest = _manifest(path) if path.is_dir() else None
+    if manifest is None:
+        return f"{MANIFEST} missing or unreadable"
+    if not manifest.get("complete") or manifest.get("step") != int(STEP_RE.match(path.name).group(1)):
+        return f"{MANIFEST} does not describe a complete checkpoint of this step"
+    files = manifest.get("files")
+    if isinstance(files, list):
+        missing = [f for f in files if not (path / f).is_file()]
+        return f"{missing[0]} missing" if missing else None
+    if not isinstance(files, dict) or not files:
+        return f"{MANIFEST} lists no files"
+    for name, want in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} missing"
+        if file.stat().st_size != want.get("size"):
+            return f"{name} has {file.stat().st_size} bytes, its manifest says {want.get('size')}"
+        if _file_record(file)["sha256"] != want.get("sha256"):
+            return f"{name} does not match its sha256 in the manifest"
+    return None
+
+
+def resume_point(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint that verifies, [(newer step directory, what is wrong with it)]). Read-only."""
+    root = checkpoints_dir(run_dir)
+    steps = sorted(((int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
+                    if (m := STEP_RE.match(p.name)) and p.is_dir()), reverse=True)
+    rejected = []
+    for _, path in steps:
+        problem = verify(path)
+        if problem is None:
+            return path, rejected
+        rejected.append((path, problem))
+    return None, rejected
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint out of the way (`step_XXXXXX.damaged`, `.damaged-2`, ...); nothing is deleted."""
+    for n in range(1, 1000):
+        target = path.with_name(f"{path.name}.damaged" + (f"-{n}" if n > 1 else ""))
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise SigmaError("too many damaged copies of this checkpoint set aside; remove some", file=path)
+
+
+def _discard(path: Path) -> None:
+    """Delete a directory of ours so that a kill at any moment leaves something the next prune finishes: rename it
+    to `.deleting-NAME` first, then delete its files with the manifest last, then the directory."""
+    trash = path if path.name.startswith(TRASH_PREFIX) else path.with_name(f"{TRASH_PREFIX}{path.name}")
+    if trash != path:
+        if trash.exists():
+            _discard(trash)  # an earlier kill left it: finish that first
+        os.replace(path, trash)
+    for file in sorted(trash.iterdir(), key=lambda p: p.name == MANIFEST):
+        file.unlink()
+    trash.rmdir()
+
+
+def _finish_discards(root: Path) -> list[Path]:
+    """Directories a kill left mid-deletion: finished when they still carry our manifest or are empty; anything
+    else in such a directory was not written by us, and it stays."""
+    done = []
+    for path in root.glob(f"{TRASH_PREFIX}*") if root.is_dir() else []:
+        if path.is_dir() and (_is_ours(path) or not any(path.iterdir())):
+            _discard(path)
+            done.append(path)
+    return done
+
+
 def prune(run_dir: Path, keep_last: int) -> list[Path]:
-    """Delete our complete checkpoints beyond the newest `keep_last` (0 keeps all) and our stale temp dirs."""
-    removed = []
+    """Delete our complete checkpoints beyond the newest `keep_last` (0 keeps all), our stale temp dirs, and what
+    a kill left mid-deletion."""
+    root = checkpoints_dir(run_dir)
+    removed = _finish_discards(root)
     done = complete_checkpoints(run_dir)
     if keep_last > 0:
         for path in done[:-keep_last]:
-            shutil.rmtree(path)
+            _discard(path)
             removed.append(path)
-    root = checkpoints_dir(run_dir)
     newest = int(STEP_RE.match(done[-1].name).group(1)) if done else -1
     for path in root.glob(f"{TMP_PREFIX}step_*") if root.is_dir() else []:
         step = _manifest(path).get("step", -1) if _is_ours(path) else None
         if step is not None and step <= newest:  # a crashed or superseded save of ours
-            shutil.rmtree(path)
+            _discard(path)
             removed.append(path)
     return removed
 
@@ -121,4 +223,4 @@ def read_json(path: Path) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    Path(path).write_text(json.dumps(data, indent=2))
+    atomic_write_text(Path(path), json.dumps(data, indent=2))

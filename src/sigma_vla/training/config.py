@@ -87,6 +87,9 @@ class TrainConfig:
     find_unused_parameters: bool = False
     # TSAC ramp as a fraction of `steps` (Table 1: 82 of ~130 steps, 0.63); None: tsac.curriculum.ramp_steps
     ramp_fraction: float | None = PAPER_RAMP_STEPS / 130
+    # The step count the LR schedule and the TSAC ramp are laid over; None: `steps`. Set only when a resumed run
+    # is extended (--extend-steps): the schedule keeps its shape and the extra steps run at its end (resume.py).
+    schedule_steps: int | None = None
     traf: TrafConfig = field(default_factory=TrafConfig)
     tsac: TsacConfig = field(default_factory=TsacConfig)
 
@@ -97,23 +100,32 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "val_every", "val_batches", "keep_last", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train {name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"train lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < float("inf"):  # NaN fails this too
+            raise ValueError(f"train lr must be > 0 and finite, got {self.lr}")
+        if self.seed < 0:  # numpy's generators refuse negative seeds, and a seed is a count of runs anyway
+            raise ValueError(f"train seed must be >= 0, got {self.seed}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise ValueError(f"train schedule_steps must be >= 1 or None, got {self.schedule_steps}")
         if self.ramp_fraction is not None and not 0.0 <= self.ramp_fraction <= 1.0:
             raise ValueError(f"ramp_fraction must be in [0, 1] or None, got {self.ramp_fraction}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
 
+    @property
+    def planned_steps(self) -> int:
+        """The step count the schedules are laid over (`steps` unless the run was extended)."""
+        return self.schedule_steps or self.steps
+
     def curriculum(self) -> CurriculumConfig:
-        """The TSAC curriculum with its ramp resolved against `steps`."""
+        """The TSAC curriculum with its ramp resolved against the planned steps."""
         cur = self.tsac.curriculum
         if self.ramp_fraction is None:
             return cur
-        return dataclasses.replace(cur, ramp_steps=max(1, round(self.steps * self.ramp_fraction)))
+        return dataclasses.replace(cur, ramp_steps=max(1, round(self.planned_steps * self.ramp_fraction)))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (None values are ignored, so CLI options can pass through)."""

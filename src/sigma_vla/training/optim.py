@@ -22,7 +22,7 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return (step + 1) / config.warmup_steps
     if config.lr_schedule == "constant":
         return 1.0
-    span = max(config.steps - config.warmup_steps, 1)
+    span = max(config.planned_steps - config.warmup_steps, 1)  # an extended run keeps its planned cosine
     progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
     return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 

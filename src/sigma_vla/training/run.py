@@ -14,9 +14,12 @@ from typing import Any
 import torch
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.launch import process_state
 from sigma_vla.training.registry import get_experiment, model_config_for
+from sigma_vla.training.resume import run_settings
 from sigma_vla.training.tasks import BaseFinetuneTask, SigmaTask
 from sigma_vla.training.trainer import TrainResult, train
 from sigma_vla.training.transforms import BatchTransform
@@ -32,46 +35,72 @@ def load_splits(shards: Path) -> tuple[Any, Any | None, dict]:
     if len(train_ds) == 0:
         raise SigmaError("the train split has no samples", file=shards, field="split")
     val_ds = ShardDataset(shards, "val")
+    for ds in (train_ds, val_ds):  # before the run directory exists: a bad index would crash mid-run
+        check_task_index(ds.data.get("task_index"), train_ds.tasks, shards)
     return train_ds, (val_ds if len(val_ds) else None), train_ds.meta
 
 
-def resolve_config(name: str, overrides: dict[str, Any]) -> TrainConfig:
-    """The experiment's TrainConfig with CLI overrides (None = keep); bad values become one-line SigmaErrors."""
+def check_task_index(task_index: torch.Tensor | None, tasks: list[str], shards: Path) -> None:
+    """Every window's task_index names an instruction of meta.json's tasks table."""
+    if task_index is None or not len(task_index):
+        return
+    lo, hi = int(task_index.min()), int(task_index.max())
+    if lo < 0 or hi >= len(tasks):
+        raise SigmaError(f"task_index {lo if lo < 0 else hi} is outside the tasks table ({len(tasks)} tasks in "
+                         "meta.json); rerun `sigma prep`", file=shards, field="task_index")
+
+
+def resolve_config(name: str, overrides: dict[str, Any], resume_dir: Path | None = None) -> TrainConfig:
+    """The experiment's TrainConfig with CLI overrides (None = keep); bad values become one-line SigmaErrors. On
+    resume the run's own settings (RUN/train_config.json) come first, so `--resume` alone continues the run as it
+    was started and an option given is compared with them by the trainer (resume.py)."""
     try:
-        return get_experiment(name).train.replace(**overrides)
+        base = (run_settings(resume_dir) if resume_dir is not None else None) or get_experiment(name).train
+        return base.replace(**overrides)
     except ValueError as err:
         raise SigmaError(str(err), field="train config") from err
 
 
 def check_run_dir(out: Path, kind: str, identity: dict[str, Any], resume: bool) -> None:
-    """Refuse to mix runs: a fresh run never overwrites checkpoints, a resumed one must be the same kind of run."""
-    existing = ckpt.latest_checkpoint(out)
-    if existing is not None and not resume:
+    """Refuse to mix runs: files that are not ours are never touched (sigma_vla.outdir), a fresh run never
+    overwrites checkpoints, a resumed one must be the same kind of run."""
+    check_dir(out, "run")
+    if ckpt.step_dirs(out) and not resume:
         raise SigmaError("already holds checkpoints; pass --resume to continue it or choose another --out", file=out)
     run_file = out / RUN_FILE
     if resume and run_file.exists():
-        before = json.loads(run_file.read_text())
-        for key in ("kind", "experiment"):
+        try:
+            before = json.loads(run_file.read_text())
+        except (OSError, ValueError) as err:
+            raise SigmaError(f"unreadable ({err}); not a run to resume", file=run_file) from None
+        for key in ("kind", "experiment", "shards", "base", "task_text", "model_config"):
             if before.get(key) != identity.get(key):
-                raise SigmaError(f"cannot resume: this run is {key}={before.get(key)!r}, asked {identity.get(key)!r}",
+                raise SigmaError(f"cannot resume: this run has {key} {_short(before.get(key))}, asked "
+                                 f"{_short(identity.get(key))}; resume with the run's value or start a new --out",
                                  file=run_file, field=key)
 
 
-def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
-    from accelerate.state import PartialState
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
-    if PartialState().is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps(identity, indent=2))
+
+def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
+    state = process_state()
+    state.wait_for_everyone()  # every rank has checked the directory before the main one writes in it
+    if state.is_main_process:
+        claim_dir(out, "run")
+        atomic_write_text(out / RUN_FILE, json.dumps(identity, indent=2))
 
 
 def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
-                resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+                resume: bool = False, progress: bool = True, stop_after: int | None = None,
+                extend_steps: bool = False) -> TrainResult:
     """`sigma train`: LoRA + telepathy heads with TRAF and TSAC on the train split, validation on the val split."""
     from sigma_vla.models import SigmaModel
 
     shards, out = Path(shards), Path(out)
-    config = resolve_config(experiment, overrides or {})
+    config = resolve_config(experiment, overrides or {}, out if resume else None)
     train_ds, val_ds, meta = load_splits(shards)
     model_cfg = model_config_for(meta, get_experiment(experiment).model_preset_config())
     identity = {"kind": "sigma", "experiment": experiment, "shards": str(shards.resolve()),
@@ -82,12 +111,13 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     text_len = model_cfg.language.text_max_len if model_cfg.language.text_mode == "tokens" else None
     task = SigmaTask(model, config, BatchTransform.from_meta(meta, text_len))
     _write_run_file(out, identity)
-    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after)
+    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after,
+                 extend_steps=extend_steps)
 
 
 def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "demo",
                   overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-                  stop_after: int | None = None, task_text: bool = True) -> TrainResult:
+                  stop_after: int | None = None, task_text: bool = True, extend_steps: bool = False) -> TrainResult:
     """`sigma train --finetune-base DIR`: the base policy fine-tuned on Sigma's train split with Sigma's budget.
 
     task_text: the fine-tuned base reads each window's own instruction (as Sigma does) instead of the generic one
@@ -96,7 +126,7 @@ def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "de
     from sigma_vla.models.base_policy import TinyBasePolicy
 
     shards, out = Path(shards), Path(out)
-    config = resolve_config(experiment, overrides or {})
+    config = resolve_config(experiment, overrides or {}, out if resume else None)
     train_ds, val_ds, meta = load_splits(shards)
     if not (Path(base_dir) / "config.json").is_file():
         raise SigmaError("not a base-policy directory (run `sigma train-base` first)", file=base_dir,
@@ -110,4 +140,5 @@ def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "de
     check_run_dir(out, "base", identity, resume)
     task = BaseFinetuneTask(base, config, BatchTransform.from_meta(meta, base.config.text_max_len), chunk)
     _write_run_file(out, identity)
-    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after)
+    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after,
+                 extend_steps=extend_steps)

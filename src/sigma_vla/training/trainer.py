@@ -26,11 +26,13 @@ from sigma_vla.training.batches import BatchPlan, collate, sequential_batches
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.logs import TRAIN_COLUMNS, TRAIN_LOG, VAL_COLUMNS, VAL_LOG, CsvLog, TensorBoardLog
 from sigma_vla.training.optim import build_optimizer, build_scheduler, param_report
+from sigma_vla.training.resume import choose_checkpoint, reconcile, saved_config
 from sigma_vla.training.state_io import load_state, rng_state, save_state, set_rng_state
 
 
 class TrainTask(Protocol):
-    """What the loop needs from a model family (see tasks.py)."""
+    """What the loop needs from a model family (see tasks.py). A task's `cfg`, if it has one, is replaced by the
+    settings a resumed run continues with (resume.py)."""
 
     model: nn.Module
 
@@ -75,12 +77,19 @@ def make_accelerator(config: TrainConfig):
 
 
 def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config: TrainConfig, run_dir: Path,
-          resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+          resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          extend_steps: bool = False) -> TrainResult:
     """Train `task.model` for config.steps optimizer steps, writing checkpoints and logs under run_dir, and the
     final model to RUN/model/. stop_after: end this invocation (with a checkpoint) once that many steps are done,
-    as if interrupted: a later `resume=True` call continues the same schedule."""
-    acc = make_accelerator(config)
+    as if interrupted: a later `resume=True` call continues the same schedule. resume: continue from the newest
+    verified checkpoint, with the same settings (extend_steps: config.steps may be larger; resume.py)."""
     run_dir = Path(run_dir)
+    latest = choose_checkpoint(run_dir) if resume else None
+    if latest is not None:
+        config = reconcile(saved_config(latest), config, extend_steps, latest / "trainer_state.json")
+        if hasattr(task, "cfg"):
+            task.cfg = config
+    acc = make_accelerator(config)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     task.model.to(acc.device)
@@ -94,9 +103,6 @@ def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config
     model, optimizer = acc.prepare(task.model, optimizer)
     plan = BatchPlan(len(train_data), config.batch_size, acc.num_processes, acc.process_index, config.seed)
     state = {"step": 0, "micro_batch": 0, "skipped": 0}
-    latest = ckpt.latest_checkpoint(run_dir) if resume else None
-    if resume and latest is None:
-        acc.print(f"--resume: no complete checkpoint in {ckpt.checkpoints_dir(run_dir)}; starting from step 0")
     if latest is not None:
         state = _restore(task, acc, optimizer, scheduler, latest, config)
     else:

@@ -1,0 +1,198 @@
+"""One rule for every command that writes a directory, and atomic writes that never take a user's file name
+(docs/reliability.md, "Output directories").
+
+A directory is ours when it carries our marker file `.sigma-vla.json` ({"format": "sigma-vla-output/1",
+"kind": ...}), which a command writes before anything else. A command writes only into
+- a path that does not exist yet (it is created and marked),
+- an empty directory (it is marked),
+- a directory carrying our marker of the same kind, whose every entry has a name that kind writes (its own earlier
+  output, to resume or to finish).
+Anything else is refused with one line naming the first file that is not ours, and nothing in it is touched. A
+directory written before the marker existed is adopted when its entries all have our names and its manifest
+(`meta.json`, `run.json`, ...) carries our tag.
+
+Temporary files are `.NAME.RANDOM.sigma-tmp` siblings renamed into place: never `NAME.tmp`, a name a user may own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Callable
+
+from sigma_vla.errors import SigmaError
+
+MARKER = ".sigma-vla.json"
+FORMAT = "sigma-vla-output/1"
+TMP_SUFFIX = ".sigma-tmp"
+TMP_GLOB = f".*{TMP_SUFFIX}"
+_TRAINING = ("run.json", "train_config.json", "param_report.json", "train_log.csv", "val_log.csv", "summary.json",
+             "model", "checkpoints", "tensorboard", "loss_dynamics.png", "adapter.json")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of output directory holds: its entries' name patterns, and the manifest (file, key, values)
+    that proves a directory written before the marker existed is ours (values None: the key's presence)."""
+
+    names: tuple[str, ...]
+    manifest: tuple[str, str, tuple[str, ...] | None]
+
+
+KINDS: dict[str, Kind] = {
+    "shards": Kind(("meta.json", "shard_*.safetensors"), ("meta.json", "format", ("sigma-vla-shards/1",))),
+    "run": Kind(_TRAINING, ("run.json", "kind", ("sigma", "base"))),
+    "base": Kind((*_TRAINING, "config.json", "model.safetensors", "base_info.json"), ("base_info.json", "split", None)),
+    "eval": Kind(("sigma_eval_report.json",), ("sigma_eval_report.json", "groups", None)),
+    "rollout": Kind(("rollouts.json", "episode_*.gif"), ("rollouts.json", "episodes_detail", None)),
+}
+
+
+# ---- atomic writes --------------------------------------------------------------------------------------------
+def temp_path(path: Path) -> Path:
+    """A fresh, reserved temp sibling of `path` (created empty with O_EXCL: no other writer can hold the name)."""
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """write(tmp) then rename tmp -> path: `path` is always either the old or the complete new file."""
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# ---- the rule -------------------------------------------------------------------------------------------------
+def _first_file(entry: Path) -> Path:
+    """The entry itself, or for a directory the first file inside it (the error names a file, not a folder)."""
+    if entry.is_dir() and not entry.is_symlink():
+        for path in sorted(entry.rglob("*")):
+            if not path.is_dir():
+                return path
+    return entry
+
+
+def _read_marker(out: Path) -> dict[str, Any] | None:
+    path = out / MARKER
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise SigmaError("not a sigma-vla marker (unreadable or foreign); refusing to touch this directory",
+                         file=path)
+    return data
+
+
+def _ours_by_name(entry: Path, kind: Kind) -> bool:
+    return any(fnmatchcase(entry.name, p) for p in (*kind.names, MARKER, TMP_GLOB))
+
+
+def _legacy_manifest_ok(out: Path, kind: Kind) -> bool:
+    """A directory from before the marker: its manifest carries our tag (our names alone prove nothing)."""
+    name, key, values = kind.manifest
+    try:
+        data = json.loads((out / name).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and key in data and (values is None or data[key] in values)
+
+
+def _check_writable(out: Path) -> None:
+    """Before any slow work: the directory, or the nearest existing ancestor that would hold it, can be written."""
+    probe = out
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        raise SigmaError("is a dangling symbolic link; choose another --out", file=probe)
+    if not probe.is_dir():
+        what = "exists and is not a directory" if probe == out else "is a file: no directory can be made under it"
+        raise SigmaError(f"{what}; choose another --out", file=probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SigmaError("cannot write here (permission denied or read-only)", file=probe)
+
+
+def check_dir(out: str | Path, kind: str) -> str:
+    """'new' (does not exist), 'empty', or 'ours' (our marker of this kind; every entry has our names).
+    Read-only: raises SigmaError naming the first file that is not ours (or the path that cannot be written),
+    and touches nothing."""
+    out, spec = Path(out), KINDS[kind]
+    _check_writable(out)
+    if not out.exists():
+        return "new"
+    entries = sorted(out.iterdir())
+    if not entries:
+        return "empty"
+    marker = _read_marker(out)
+    if marker is not None and marker.get("kind") != kind:
+        raise SigmaError(f"holds a sigma-vla {marker.get('kind')!r} directory, not a {kind!r} one; choose another "
+                         "--out", file=out)
+    foreign = [e for e in entries if not _ours_by_name(e, spec)]
+    if marker is None and not foreign and not _legacy_manifest_ok(out, spec):
+        foreign = [e for e in entries if not fnmatchcase(e.name, TMP_GLOB)] or entries
+    if foreign:
+        why = (f"a sigma-vla {kind} directory writes no such file" if marker is not None
+               else f"its directory carries no {MARKER} marker")
+        raise SigmaError(f"not ours ({why}); refusing to overwrite or delete it: choose a new or empty --out",
+                         file=_first_file(foreign[0]))
+    return "ours"
+
+
+def claim_dir(out: str | Path, kind: str) -> bool:
+    """check_dir, then create and mark the directory; returns whether it was created here. A path that cannot be
+    written (read-only, under a file) is a one-line SigmaError naming it."""
+    out = Path(out)
+    state = check_dir(out, kind)
+    try:
+        if state == "new":
+            out.mkdir(parents=True)
+        if state != "ours" or _read_marker(out) is None:  # adopt a pre-marker directory of ours too
+            atomic_write_text(out / MARKER, json.dumps({"format": FORMAT, "kind": kind}) + "\n")
+    except OSError as err:
+        raise SigmaError(f"cannot write the output directory: {err.strerror or err}", file=err.filename or out) \
+            from None
+    remove_temp_files(out)
+    return state == "new"
+
+
+def release_dir(out: str | Path, created: bool) -> None:
+    """Undo claim_dir after a failed fresh start: the marker goes, and the directory too if we created it and it
+    is empty again (anything else in it stays)."""
+    out = Path(out)
+    with contextlib.suppress(OSError):
+        (out / MARKER).unlink()
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
+def remove_temp_files(out: Path) -> list[Path]:
+    """Our leftover temp files in a directory we own (a kill between write and rename leaves one)."""
+    removed = []
+    for path in Path(out).glob(TMP_GLOB):
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed

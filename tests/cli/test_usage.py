@@ -1,0 +1,33 @@
+"""Usage errors print the usage line and the message and exit 2, for every command (README, Reliability): typer
+carries its own copy of click, whose exceptions the CLI must still recognise (issue 11, defect 9)."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from sigma_vla.cli.main import app
+from tests.conftest import run_cli
+
+COMMANDS = typer.main.get_command(app).commands  # walked, not listed: a new command is covered by itself
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_unknown_option_prints_usage_and_exits_2(name, capsys):
+    code, out, err = run_cli([name, "--bogus"], capsys)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert err.startswith(f"Usage: sigma {name} ") and "Error: No such option: --bogus" in err, err
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in COMMANDS.items() if any(p.required for p in c.params)))
+def test_missing_required_parameter_prints_usage_and_exits_2(name, capsys):
+    code, out, err = run_cli([name], capsys)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and err.startswith(f"Usage: sigma {name} ")
+    assert "Error: Missing" in err, err
+
+
+def test_bad_option_value_prints_usage_and_exits_2(capsys):
+    code, _, err = run_cli(["train", "shards", "--out", "run", "--steps", "many"], capsys)
+    assert code == 2 and err.startswith("Usage: sigma train ") and "'--steps'" in err and "Traceback" not in err
