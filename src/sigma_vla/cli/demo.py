@@ -6,7 +6,7 @@ Stages run in order and each is skipped when its output is already complete, so 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
