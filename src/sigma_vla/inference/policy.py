@@ -222,11 +222,16 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
     model = load_run_model(Path(run))
     lang = model.config.language
     tokenizer = TextTokenizer(lang.text_max_len) if lang.text_mode == "tokens" else None
-    config = PolicyConfig(mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
-                          camera_keys=list(meta.get("cameras") or []), image_size=int(meta["params"]["image_size"]),
-                          adapter=load_adapter_config(run))
-    info = {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
+    config, info = _policy_setup(meta, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
+                                 adapter=load_adapter_config(run))
     return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_meta(meta), tokenizer, config, info)
+
+
+def _policy_setup(meta: dict, **options: Any) -> tuple[PolicyConfig, dict]:
+    """The PolicyConfig (cameras and image side from the shards' meta.json, plus `options`) and the metadata info."""
+    config = PolicyConfig(camera_keys=list(meta.get("cameras") or []), image_size=int(meta["params"]["image_size"]),
+                          **options)
+    return config, {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
 
 
 def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
@@ -247,9 +252,7 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     base = load_base_policy(directory)
     cfg = getattr(base, "config", None)
     tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
-    config = PolicyConfig(mode="base", n_action_steps=n_action_steps, camera_keys=list(meta.get("cameras") or []),
-                          image_size=int(meta["params"]["image_size"]))
-    info = {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
+    config, info = _policy_setup(meta, mode="base", n_action_steps=n_action_steps)
     return SigmaPolicy(None, base, Normalizer.from_meta(meta), tokenizer, config, info)
 
 
