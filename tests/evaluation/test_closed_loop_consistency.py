@@ -102,3 +102,11 @@ def test_rollout_cli_with_the_users_own_words(trained, tmp_path, capsys):
     code, out, err = run_cli(["rollout", base_dir, "--policy", "base", "--instruction", "far left", "--out",
                               tmp_path / "ro4"], capsys)
     assert code == 2 and "--zone" in err
+
+
+def test_a_failed_rollout_leaves_no_directory(trained, tmp_path, capsys):
+    _, _, base_dir = trained
+    code, _, err = run_cli(["rollout", base_dir, "--policy", "base", "--image-size", "15", "--episodes", "1",
+                            "--out", tmp_path / "ro"], capsys)
+    assert code == 2 and "field 'image_size'" in err and "Traceback" not in err
+    assert not (tmp_path / "ro").exists()

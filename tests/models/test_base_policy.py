@@ -19,6 +19,7 @@ from sigma_vla.models import (
     load_base_policy,
     make_fake_batch,
 )
+from sigma_vla.models.config import ConfigError
 
 B = 3
 
@@ -150,3 +151,9 @@ def test_every_vision_encoder_trains_through_the_policy():
         batch = make_fake_batch(SigmaConfig.tiny(), 3)
         model(batch).pow(2).mean().backward()
         assert model.cameras[0].parameters().__next__().grad is not None
+
+
+@pytest.mark.parametrize("field, value", [("vision", "bogus"), ("dropout", 2.0), ("augment_shift", -1)])
+def test_bad_base_options_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"base.{field}"):
+        TinyBaseConfig.tiny(**{field: value})

@@ -264,17 +264,22 @@ def run_rollouts(job: RolloutJob, specs: list[EpisodeSpec], out: Path, animation
     one output rule (sigma_vla.outdir): new, or ours from an earlier rollout; anything else is refused and kept."""
     from tqdm import tqdm
 
-    from sigma_vla.outdir import atomic_write_text, claim_dir
+    from sigma_vla.outdir import atomic_write_text, claim_dir, release_dir
 
-    claim_dir(out, "rollout")
+    created = claim_dir(out, "rollout")
     results = []
     bar = tqdm(iter_episodes(job, specs, animations, workers), total=len(specs), desc=label, unit="ep",
                disable=not progress)
-    for res, frames in bar:
-        if frames:
-            save_animation(frames, out / f"episode_{len(results):03d}.gif")
-        results.append(res)
-        bar.set_postfix(lifted=sum(r.lifted for r in results), in_zone=sum(r.placed_in_zone for r in results))
+    try:
+        for res, frames in bar:
+            if frames:
+                save_animation(frames, out / f"episode_{len(results):03d}.gif")
+            results.append(res)
+            bar.set_postfix(lifted=sum(r.lifted for r in results), in_zone=sum(r.placed_in_zone for r in results))
+    except BaseException:
+        if not results:  # nothing was written: leave no directory behind (a later episode's failure keeps GIFs)
+            release_dir(out, created)
+        raise
     summary = {**summarize(results), "by": summarize_by(results), "policy": job.mode, "source": job.source,
                "n_action_steps": job.n_action_steps, "max_steps": job.max_steps, "image_size": job.image_size,
                "episodes_detail": [asdict(r) for r in results]}

@@ -87,6 +87,8 @@ class TinyBaseConfig:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=f"base.{name}")
         if self.vision not in VISION_ENCODERS:
             raise ConfigError(f"must be one of {', '.join(VISION_ENCODERS)}, got {self.vision!r}", field="base.vision")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", field="base.dropout")
         if self.augment_shift < 0:
             raise ConfigError(f"must be >= 0, got {self.augment_shift}", field="base.augment_shift")
         if self.num_cameras < 0:
