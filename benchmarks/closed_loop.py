@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--replan-every", type=int, default=1)
+    ap.add_argument("--ensemble", type=float, default=0.0, help="temporal ensembling weight k (0: off)")
     ap.add_argument("--image-size", type=int, default=None, help="default: the policy's training image size")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "closed_loop.json")
     args = ap.parse_args()
@@ -51,7 +52,7 @@ def main() -> None:
     results = {}
     for label, directory, mode in map(parse_policy, args.policy):
         size = args.image_size or load_policy(directory, mode, args.replan_every).config.image_size
-        job = RolloutJob(directory, mode, args.replan_every, size, args.max_steps)
+        job = RolloutJob(directory, mode, args.replan_every, size, args.max_steps, args.ensemble)
         start = time.perf_counter()
         s = run_rollouts(job, specs, args.out.parent / "closed_loop" / label.replace(" ", "_"), animations=1,
                          workers=args.workers, label=label)
@@ -60,7 +61,7 @@ def main() -> None:
         results[label] = {k: v for k, v in s.items() if k != "episodes_detail"}
         results[label].update(wall_s=wall, wall_s_per_episode=wall / len(specs))
     record = {"benchmark": "closed_loop", "episodes": args.episodes, "seed": args.seed, "templates": args.templates,
-              "workers": args.workers, "max_steps": args.max_steps, "replan_every": args.replan_every,
+              "workers": args.workers, "max_steps": args.max_steps, "replan_every": args.replan_every, "ensemble": args.ensemble,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
               "policies": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

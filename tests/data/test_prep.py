@@ -163,3 +163,22 @@ def test_pad_end_windows_start_at_every_frame(mini, tmp_path):
     assert int(data["pad_steps"][end]) == 5 and int(data["pad_steps"][rows[0]]) == 0
     np.testing.assert_array_equal(data["gt_action_trajectory"][end].numpy(),
                                   actions[[last - 2, last - 1, last] + [last] * 5])
+
+
+def test_base_task_episodes_form_the_base_split(mini, tmp_path):
+    """--base-task: the episodes recorded for the base go to base, and only they; the rest are cut as before."""
+    ds = LeRobotDataset(mini)
+    meta = run_prep(mini, tmp_path / "s", PrepConfig(horizon=8, state_only=True, base_task=TASKS[0],
+                                                      split="train:0.5,val:0.25,test:0.25"), progress=False)
+    for e in ds.episodes:
+        assert (meta["episode_splits"][str(e.index)] == "base") == (TASKS[0] in e.tasks)
+    assert meta["episodes"]["per_split"]["base"] >= 1
+
+
+def test_unknown_base_task_is_a_one_line_error(mini, tmp_path):
+    from sigma_vla.errors import SigmaError
+
+    with pytest.raises(SigmaError, match="no episode has the task"):
+        run_prep(mini, tmp_path / "s", PrepConfig(horizon=8, state_only=True, base_task="nobody said this"),
+                 progress=False)
+    assert not (tmp_path / "s").exists()

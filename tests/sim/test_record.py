@@ -70,6 +70,18 @@ def test_plan_instruction_is_a_function_of_the_seed():
     assert len({plan_instruction(s).zone for s in range(60)}) == 6
 
 
+def test_generic_episode_carries_the_block_to_the_default_goal():
+    """--generic-episodes: the base's demonstrations name no zone and end at the default goal, in no zone."""
+    from sigma_vla.sim.instructions import DEFAULT_GOAL, GENERIC_INSTRUCTION, zone_of
+    from sigma_vla.sim.so101 import SO101Sim
+
+    with SO101Sim(image_size=16) as sim:
+        r = rec.run_episode(sim, base_seed=3, attempt=0, generic=True)
+    assert r.success and r.instruction.text == GENERIC_INSTRUCTION and r.instruction.zone == "default"
+    assert DEFAULT_GOAL.contains(r.goal_pos[:2]) and zone_of(r.goal_pos[:2], margin=0.015) is None
+    assert rec.to_record(r).extra["sigma/zone"] == "default"
+
+
 def fake_result(attempt: int, success: bool, n: int = 4) -> rec.EpisodeResult:
     ins = plan_instruction(attempt)
     return rec.EpisodeResult(attempt, attempt, success, n, ins, np.array([0.2, 0.0, 0.02]),

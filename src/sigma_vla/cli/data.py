@@ -67,13 +67,16 @@ def prep(
                                  help="Also the windows that run past the episode's end, its last action repeated "
                                       "(closed loop needs the last states; default: full windows, the paper's)."),
     seed: int = typer.Option(0, help="Seed of the episode -> split assignment."),
+    base_task: str = typer.Option(None, "--base-task",
+                                  help="Episodes with this task form the base split (the base's demonstrations); "
+                                       "the rest are cut by --split."),
 ) -> None:
     """Slide windows over every episode and write safetensors shards plus meta.json (paper 4.1)."""
     from sigma_vla.data.prep import PrepConfig, run_prep
 
     cfg = PrepConfig(horizon=horizon, chunk=chunk, min_action_norm=min_action_norm, image_size=image_size,
                      state_only=state_only, split=split, shard_size=shard_size, stride=stride, seed=seed,
-                     pad_end=pad_end)
+                     pad_end=pad_end, base_task=base_task)
     start = time.perf_counter()
     meta = run_prep(dataset, out, cfg, workers=workers)
     w = meta["windows"]

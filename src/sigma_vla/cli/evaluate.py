@@ -119,6 +119,8 @@ def rollout(
     image_size: int = typer.Option(None, help="Camera side (default: the run's training image size)."),
     max_steps: int = typer.Option(120, help="Step limit per episode (the expert needs at most about 105)."),
     replan_every: int = typer.Option(1, "--replan-every", help="Actions executed from each chunk before re-planning."),
+    ensemble: float = typer.Option(0.0, "--ensemble",
+                                   help="Temporal ensembling weight k (ACT; re-plans every step); 0 = off."),
     workers: int = typer.Option(1, "--workers", help="Episodes in parallel processes (results identical for any W)."),
     animations: int = typer.Option(2, help="Episodes saved as GIF."),
 ) -> None:
@@ -135,6 +137,8 @@ def rollout(
                         ("--max-steps", max_steps)):
         if value < 1:
             raise SigmaError(f"must be >= 1, got {value}", field=name)
+    if ensemble < 0:
+        raise SigmaError(f"must be >= 0, got {ensemble}", field="--ensemble")
     if (instruction is None) != (zone is None):
         raise SigmaError("--instruction and --zone go together", field="--zone" if zone is None else "--instruction")
     if instruction is not None and instructions is not None:
@@ -142,7 +146,7 @@ def rollout(
     users = (read_instructions(instructions) if instructions is not None
              else [user_instruction(instruction, zone)] if instruction is not None else None)
     pol = load_policy(run, policy, replan_every)  # fails here, in one line, before any worker starts
-    job = RolloutJob(str(run), policy, replan_every, image_size or pol.config.image_size, max_steps)
+    job = RolloutJob(str(run), policy, replan_every, image_size or pol.config.image_size, max_steps, ensemble)
     s = run_rollouts(job, plan_episodes(episodes, seed, templates, users), out, animations, workers)
     typer.echo(format_summary(policy, s))
     typer.echo(f"-> {out / 'rollouts.json'}")

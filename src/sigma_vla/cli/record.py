@@ -14,11 +14,15 @@ def record(
     seed: int = typer.Option(0, "--seed", help="Base seed; attempt i uses seed * 100003 + i."),
     codec: str = typer.Option("av1", "--codec", help="Video codec: av1 (libsvtav1) or h264 (libx264)."),
     workers: int = typer.Option(1, "--workers", help="Simulator processes (output is identical for any)."),
+    generic_episodes: int = typer.Option(0, "--generic-episodes",
+                                         help="The first N episodes are the base's: the generic instruction and the "
+                                              "default goal (use `sigma prep --base-task` to split them off)."),
 ) -> None:
     """Record expert demonstrations with zone goals and paraphrased instructions."""
     from sigma_vla.sim.record import RecordConfig, record_dataset
 
-    config = RecordConfig(episodes=episodes, image_size=image_size, seed=seed, codec=codec, workers=workers)
+    config = RecordConfig(episodes=episodes, image_size=image_size, seed=seed, codec=codec, workers=workers,
+                          generic_episodes=generic_episodes)
     s = record_dataset(config, out)
     rate = s.frames / s.seconds if s.seconds > 0 else 0.0
     typer.echo(f"kept {s.kept} episodes, discarded {s.discarded}, {s.frames} frames in {s.seconds:.1f} s "

@@ -41,6 +41,9 @@ class PrepConfig:
     stride: int = 1
     seed: int = 0  # seeds the episode -> split shuffle
     pad_end: bool = False  # True: windows at every frame, the last action repeated (data/windows.py; the demo)
+    # Episodes whose task is this text are the base's demonstrations and form the base split; the other episodes
+    # are cut by `split` (the demo: the generic instruction of `sigma record --generic-episodes`). None: off.
+    base_task: str | None = None
 
     def __post_init__(self):
         if self.horizon < 1:
@@ -57,6 +60,17 @@ class PrepConfig:
             raise SigmaError(f"must be >= 0, got {self.seed}", field="--seed")
         if not all(math.isfinite(v) for v in parse_split(self.split).values()):  # NaN passes the sum check
             raise SigmaError(f"fractions must be finite numbers, got {self.split!r}", field="--split")
+
+
+def episode_splits(ds: LeRobotDataset, cfg: PrepConfig) -> dict[int, str]:
+    """Episode index -> split: the base task's episodes to base, the rest cut by the fractions (held-out templates
+    always to test)."""
+    base = {e.index for e in ds.episodes if cfg.base_task is not None and cfg.base_task in e.tasks}
+    if cfg.base_task is not None and not base:
+        raise SigmaError(f"no episode has the task {cfg.base_task!r}", file=ds.root, field="--base-task")
+    held_out = {e.index for e in ds.episodes if e.extra.get("sigma/held_out")}
+    rest = [e.index for e in ds.episodes if e.index not in base]
+    return {**assign_splits(rest, parse_split(cfg.split), cfg.seed, held_out), **{e: "base" for e in base}}
 
 
 def fingerprint(ds: LeRobotDataset) -> str:
@@ -218,8 +232,7 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
         return json.loads((out / META_FILE).read_text())
     columns, counts, stats = _scan(ds, cfg, progress)
     _check_kept(cfg, counts, stats)
-    held_out = {e.index for e in ds.episodes if e.extra.get("sigma/held_out")}
-    splits = assign_splits([e.index for e in ds.episodes], parse_split(cfg.split), cfg.seed, held_out)
+    splits = episode_splits(ds, cfg)
     created = claim_dir(out, "shards")
     writer = None
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,7 @@ class RolloutJob:
     n_action_steps: int
     image_size: int
     max_steps: int
+    temporal_ensemble: float = 0.0  # PolicyConfig.temporal_ensemble (0: off)
 
 
 _WORKER: dict[str, Any] = {}
@@ -219,8 +220,9 @@ def _start(job: RolloutJob) -> None:
     from sigma_vla.sim.so101 import SO101Sim
 
     torch.set_num_threads(1)
-    _WORKER.update(job=job, policy=load_policy(job.source, job.mode, job.n_action_steps),
-                   sim=SO101Sim(image_size=job.image_size))
+    policy = load_policy(job.source, job.mode, job.n_action_steps)
+    policy.config = replace(policy.config, temporal_ensemble=job.temporal_ensemble)
+    _WORKER.update(job=job, policy=policy, sim=SO101Sim(image_size=job.image_size))
 
 
 def _episode(args: tuple[EpisodeSpec, bool]) -> tuple[EpisodeResult, list[np.ndarray] | None]:
@@ -281,7 +283,7 @@ def run_rollouts(job: RolloutJob, specs: list[EpisodeSpec], out: Path, animation
             release_dir(out, created)
         raise
     summary = {**summarize(results), "by": summarize_by(results), "policy": job.mode, "source": job.source,
-               "n_action_steps": job.n_action_steps, "max_steps": job.max_steps, "image_size": job.image_size,
+               "n_action_steps": job.n_action_steps, "temporal_ensemble": job.temporal_ensemble, "max_steps": job.max_steps, "image_size": job.image_size,
                "episodes_detail": [asdict(r) for r in results]}
     atomic_write_text(out / "rollouts.json", json.dumps(summary, indent=1))
     return summary

@@ -41,6 +41,9 @@ class PolicyConfig:
     mode: str = "sigma+adapter"
     telepathy: bool = True
     n_action_steps: int = 4  # executed from each chunk before re-planning (our choice; C = 8 by default)
+    # ACT's temporal ensembling: re-plan every step and execute the weighted mean of every queued chunk's action for
+    # this step, weights exp(-k i) with i = 0 the oldest. 0 = off (execute n_action_steps of each chunk).
+    temporal_ensemble: float = 0.0
     state_key: str = "observation.state"
     camera_keys: list[str] = field(default_factory=lambda: ["observation.images.front"])
     image_size: int = 128
@@ -51,6 +54,8 @@ class PolicyConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.n_action_steps < 1:
             raise ValueError(f"n_action_steps must be >= 1, got {self.n_action_steps}")
+        if self.temporal_ensemble < 0:
+            raise ValueError(f"temporal_ensemble must be >= 0, got {self.temporal_ensemble}")
 
 
 @dataclass
@@ -72,6 +77,7 @@ class SigmaPolicy:
         self.chunk_len = model.config.chunk if model is not None else base.horizon
         self.info = info or {}  # fps, state_dim, ... for metadata()
         self.queue: deque[np.ndarray] = deque()
+        self.chunks: deque[np.ndarray] = deque()  # temporal ensembling: each chunk's rows from this step on
         self.memory: Tensor | None = None  # m_{t-1}, this policy's own (paper 3.2)
         self.last_plan: Plan | None = None
 
@@ -81,10 +87,16 @@ class SigmaPolicy:
         self.memory = None
         self.base.reset()
         self.queue.clear()
+        self.chunks.clear()
         self.last_plan = None
 
     def select_action(self, observation: dict[str, np.ndarray], instruction: str) -> np.ndarray:
-        """The next action (Da,) in raw units; re-plans when the queue is empty."""
+        """The next action (Da,) in raw units; re-plans when the queue is empty (every step when ensembling)."""
+        if self.config.temporal_ensemble > 0:
+            self.chunks.append(self.plan(observation, instruction).actions)
+            action = ensemble_action(list(self.chunks), self.config.temporal_ensemble)
+            self.chunks = deque(c[1:] for c in self.chunks if len(c) > 1)
+            return action
         if not self.queue:
             plan = self.plan(observation, instruction)
             self.queue.extend(plan.actions[: self.config.n_action_steps])
@@ -144,6 +156,13 @@ class SigmaPolicy:
         plan = self.plan(obs, instruction)
         return {"actions": plan.actions, "adapter_scale": plan.adapter_scale, "risk": plan.risk,
                 "tau_norm": plan.tau_norm, "nonfinite": plan.nonfinite}
+
+
+def ensemble_action(chunks: list[np.ndarray], k: float) -> np.ndarray:
+    """ACT's temporal ensemble: chunks oldest first, each (C_i, Da) with row 0 this step's action -> (Da,)."""
+    w = np.exp(-k * np.arange(len(chunks)))  # (n,)
+    rows = np.stack([c[0] for c in chunks])  # (n, Da)
+    return ((w[:, None] * rows).sum(axis=0) / w.sum()).astype(np.float32)
 
 
 # ---- loading a policy from a run directory -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ KINDS: tuple[Kind, ...] = ("explicit", "implicit")
 # The base policy is trained with this instruction: it names no zone, the way an untuned base does not know
 # the user's unspoken intent (DESIGN 3).
 GENERIC_INSTRUCTION = "pick up the block and place it at the goal"
+GENERIC_KIND = "generic"
 
 # Every HELD_OUT_EVERY-th template pattern of each kind (index % 4 == 3) is held out of training.
 HELD_OUT_EVERY = 4
@@ -70,6 +71,12 @@ ZONES: dict[str, Zone] = {
 }
 ZONE_NAMES: tuple[str, ...] = tuple(ZONES)
 
+# The base's habit: `sigma record --generic-episodes` records the base's demonstrations with the generic instruction
+# and goals in this 2 x 3 cm rectangle at the table's centre. It lies in the gap between near_centre and far_centre,
+# 2 cm from each, so an untuned base doing what it was taught places the block in no zone, and what Sigma must learn
+# is a clean function of the words: from the default spot to the zone they name (docs/closed_loop.md).
+DEFAULT_GOAL = Zone("default", "middle", "centre", (0.21, 0.23), (-0.015, 0.015))
+
 
 def get_zone(name: str) -> Zone:
     """The zone called `name`, or a SigmaError listing the valid names."""
@@ -78,9 +85,14 @@ def get_zone(name: str) -> Zone:
     return ZONES[name]
 
 
+def goal_region(name: str) -> Zone:
+    """A zone, or DEFAULT_GOAL for the name "default" (goals of the base's generic demonstrations)."""
+    return DEFAULT_GOAL if name == DEFAULT_GOAL.name else get_zone(name)
+
+
 def sample_goal_xy(rng: np.random.Generator, zone: str) -> np.ndarray:
-    """A goal (x, y) drawn uniformly inside the zone's rectangle."""
-    z = get_zone(zone)
+    """A goal (x, y) drawn uniformly inside the zone's rectangle (or the default goal square)."""
+    z = goal_region(zone)
     return np.array([rng.uniform(*z.x_range), rng.uniform(*z.y_range)], dtype=np.float64)
 
 
@@ -206,6 +218,11 @@ def sample_instruction(rng: np.random.Generator, zone: str, allow_held_out: bool
     pool = templates_for(zone, allow_held_out=allow_held_out)
     t = pool[int(rng.integers(len(pool)))]
     return Instruction(t.text, t.zone, t.template_id, t.kind, t.held_out)
+
+
+def generic_instruction() -> Instruction:
+    """The base's instruction, with the default goal: what `--generic-episodes` records."""
+    return Instruction(GENERIC_INSTRUCTION, DEFAULT_GOAL.name, GENERIC_KIND, GENERIC_KIND, False)  # type: ignore[arg-type]
 
 
 def instruction_from_template(template_id: str) -> Instruction:

@@ -29,7 +29,7 @@ from sigma_vla.data.lerobot_writer import (
     check_output_dir,
 )
 from sigma_vla.errors import SigmaError
-from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, sample_instruction
+from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, generic_instruction, sample_instruction
 from sigma_vla.sim.so101 import ACTION_NAMES, FPS, MAX_STEPS, ROBOT_TYPE, STATE_NAMES, SO101Sim
 
 CAMERA_KEY = "observation.images.front"
@@ -52,6 +52,9 @@ class RecordConfig:
     codec: str = "av1"
     workers: int = 1
     max_steps: int = MAX_STEPS
+    # The first generic_episodes attempts are the base's demonstrations: the generic instruction and the default goal
+    # (sim/instructions.py DEFAULT_GOAL); `sigma prep --base-task` puts them in the base split.
+    generic_episodes: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -61,6 +64,7 @@ class RecordConfig:
             "codec": (self.codec in CODECS, f"must be one of {', '.join(CODECS)}"),
             "workers": (self.workers >= 1, "must be >= 1"),
             "max_steps": (1 <= self.max_steps <= MAX_STEPS, f"must be in 1..{MAX_STEPS}"),
+            "generic_episodes": (0 <= self.generic_episodes <= self.episodes, "must be in 0..episodes"),
         }
         for name, (ok, why) in checks.items():
             if not ok:
@@ -97,17 +101,21 @@ def episode_seed(base_seed: int, attempt: int) -> int:
     return base_seed * SEED_STRIDE + attempt
 
 
-def plan_instruction(seed: int) -> Instruction:
-    """Zone (uniform over the six) and instruction (uniform over the zone's templates) of an episode seed."""
+def plan_instruction(seed: int, generic: bool = False) -> Instruction:
+    """Zone (uniform over the six) and instruction (uniform over the zone's templates) of an episode seed; a generic
+    episode has the generic instruction and the default goal."""
+    if generic:
+        return generic_instruction()
     rng = np.random.default_rng(seed)
     zone = ZONE_NAMES[int(rng.integers(len(ZONE_NAMES)))]
     return sample_instruction(rng, zone, allow_held_out=True)
 
 
-def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS) -> EpisodeResult:
+def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS,
+                generic: bool = False) -> EpisodeResult:
     """Run the scripted expert for one attempt; record (observation, action) pairs until the episode ends."""
     seed = episode_seed(base_seed, attempt)
-    instruction = plan_instruction(seed)
+    instruction = plan_instruction(seed, generic)
     obs = sim.reset(seed=seed, zone=instruction.zone)
     states, actions, frames = [], [], []
     success = False
@@ -147,21 +155,20 @@ def _init_worker(image_size: int, max_steps: int) -> None:
         _WORKER_ERROR = err
 
 
-def _worker_episode(args: tuple[int, int, int]) -> EpisodeResult:
+def _worker_episode(args: tuple[int, int, int, bool]) -> EpisodeResult:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
-    base_seed, attempt, max_steps = args
     assert _WORKER_SIM is not None
-    return run_episode(_WORKER_SIM, base_seed, attempt, max_steps)
+    return run_episode(_WORKER_SIM, *args)
 
 
 def iter_episodes(config: RecordConfig) -> Iterator[EpisodeResult]:
     """Every attempt's result, in attempt order, computed in-process (workers=1) or by a spawn pool."""
-    jobs = [(config.seed, i, config.max_steps) for i in range(config.episodes)]
+    jobs = [(config.seed, i, config.max_steps, i < config.generic_episodes) for i in range(config.episodes)]
     if config.workers == 1:
         with SO101Sim(image_size=config.image_size, max_steps=config.max_steps) as sim:
-            for base_seed, attempt, max_steps in jobs:
-                yield run_episode(sim, base_seed, attempt, max_steps)
+            for job in jobs:
+                yield run_episode(sim, *job)
         return
     ctx = mp.get_context("spawn")  # fork would share one GL context and MuJoCo state between processes
     with ctx.Pool(min(config.workers, config.episodes), initializer=_init_worker,

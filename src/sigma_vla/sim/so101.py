@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sigma_vla.errors import SigmaError, first_line
-from sigma_vla.sim.instructions import get_zone, sample_goal_xy
+from sigma_vla.sim.instructions import goal_region, sample_goal_xy
 
 # mujoco picks its GL backend when first imported (lazily, in _import_package): headless EGL by default.
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -168,7 +168,7 @@ class SO101Sim:
         raw, _ = self._env.reset(seed=None if seed is None else int(seed))
         if zone is not None or goal_xy is not None:
             goal = np.asarray(goal_xy if goal_xy is not None else sample_goal_xy(self._rng, zone), np.float64)
-            if zone is not None and goal_xy is not None and not get_zone(zone).contains(goal):
+            if zone is not None and goal_xy is not None and not goal_region(zone).contains(goal):
                 raise SigmaError(f"goal {goal.tolist()} is outside zone {zone!r}", field="goal_xy")
             raw = self._set_goal(goal[:2], raw)
         self._expert.reset()
