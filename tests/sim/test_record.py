@@ -70,12 +70,26 @@ def test_plan_instruction_is_a_function_of_the_seed():
     assert len({plan_instruction(s).zone for s in range(60)}) == 6
 
 
+def test_action_noise_fades_as_the_expert_converges_and_labels_stay_clean():
+    rng = np.random.default_rng(0)
+    still = np.array([0.0, 0.0, 0.0, 1.0], np.float32)  # a hold step (jaw closing): no motion, no noise
+    np.testing.assert_array_equal(rec.perturb(still, 0.5, rng), still)
+    moving = np.array([1.0, -0.4, 0.2, -1.0], np.float32)
+    noisy = np.stack([rec.perturb(moving, 0.5, rng) for _ in range(2000)])
+    assert noisy[:, 3].tolist() == [-1.0] * 2000  # the grasp command is never perturbed
+    assert abs(noisy[:, :3].std(axis=0).mean() - 0.5) < 0.05 and abs((noisy[:, :3] - moving[:3]).mean()) < 0.05
+    with rec.SO101Sim(image_size=16) as sim:
+        clean = rec.run_episode(sim, base_seed=3, attempt=1)
+        again = rec.run_episode(sim, base_seed=3, attempt=1, action_noise=0.3)
+    assert clean.success and again.success and not np.array_equal(clean.state, again.state)
+    # the labels are the expert's own (clean) actions in the states the noise led to
+    assert np.abs(again.action[:, :3]).max() <= 1.0 + 1e-6
+
+
 def test_generic_episode_carries_the_block_to_the_default_goal():
     """--generic-episodes: the base's demonstrations name no zone and end at the default goal, in no zone."""
     from sigma_vla.sim.instructions import DEFAULT_GOAL, GENERIC_INSTRUCTION, zone_of
-    from sigma_vla.sim.so101 import SO101Sim
-
-    with SO101Sim(image_size=16) as sim:
+    with rec.SO101Sim(image_size=16) as sim:
         r = rec.run_episode(sim, base_seed=3, attempt=0, generic=True)
     assert r.success and r.instruction.text == GENERIC_INSTRUCTION and r.instruction.zone == "default"
     assert DEFAULT_GOAL.contains(r.goal_pos[:2]) and zone_of(r.goal_pos[:2], margin=0.015) is None

@@ -17,12 +17,15 @@ def record(
     generic_episodes: int = typer.Option(0, "--generic-episodes",
                                          help="The first N episodes are the base's: the generic instruction and the "
                                               "default goal (use `sigma prep --base-task` to split them off)."),
+    action_noise: float = typer.Option(0.0, "--action-noise",
+                                       help="Noise injected into the executed actions (DART), relative to the "
+                                            "action's size; labels stay clean. 0 = off."),
 ) -> None:
     """Record expert demonstrations with zone goals and paraphrased instructions."""
     from sigma_vla.sim.record import RecordConfig, record_dataset
 
     config = RecordConfig(episodes=episodes, image_size=image_size, seed=seed, codec=codec, workers=workers,
-                          generic_episodes=generic_episodes)
+                          generic_episodes=generic_episodes, action_noise=action_noise)
     s = record_dataset(config, out)
     rate = s.frames / s.seconds if s.seconds > 0 else 0.0
     typer.echo(f"kept {s.kept} episodes, discarded {s.discarded}, {s.frames} frames in {s.seconds:.1f} s "

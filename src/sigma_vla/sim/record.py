@@ -55,6 +55,11 @@ class RecordConfig:
     # The first generic_episodes attempts are the base's demonstrations: the generic instruction and the default goal
     # (sim/instructions.py DEFAULT_GOAL); `sigma prep --base-task` puts them in the base split.
     generic_episodes: int = 0
+    # DART-style noise injection: the simulator executes the expert's action plus Gaussian noise on dx, dy, dz of
+    # std action_noise x the action's largest position component, while the recorded label is the clean action. The
+    # noise fades as the expert converges (its phases need 4 mm precision), and the data then shows how the expert
+    # corrects a drift, which a cloned policy needs in closed loop (docs/closed_loop.md). 0 = off.
+    action_noise: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -65,6 +70,7 @@ class RecordConfig:
             "workers": (self.workers >= 1, "must be >= 1"),
             "max_steps": (1 <= self.max_steps <= MAX_STEPS, f"must be in 1..{MAX_STEPS}"),
             "generic_episodes": (0 <= self.generic_episodes <= self.episodes, "must be in 0..episodes"),
+            "action_noise": (0 <= self.action_noise <= 2, "must be in [0, 2]"),
         }
         for name, (ok, why) in checks.items():
             if not ok:
@@ -112,11 +118,12 @@ def plan_instruction(seed: int, generic: bool = False) -> Instruction:
 
 
 def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS,
-                generic: bool = False) -> EpisodeResult:
+                generic: bool = False, action_noise: float = 0.0) -> EpisodeResult:
     """Run the scripted expert for one attempt; record (observation, action) pairs until the episode ends."""
     seed = episode_seed(base_seed, attempt)
     instruction = plan_instruction(seed, generic)
     obs = sim.reset(seed=seed, zone=instruction.zone)
+    noise = np.random.default_rng([seed, 2])  # apart from the block and goal streams
     states, actions, frames = [], [], []
     success = False
     for _ in range(max_steps):
@@ -124,7 +131,7 @@ def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MA
         states.append(obs.state)
         frames.append(obs.image)
         actions.append(action)
-        result = sim.step(action)
+        result = sim.step(perturb(action, action_noise, noise))
         obs = result.obs
         if result.terminated or result.truncated:
             success = result.success
@@ -138,6 +145,15 @@ def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MA
     return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos,
                          np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
                          np.stack(frames))
+
+
+def perturb(action: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """The executed action: dx, dy, dz plus noise of std scale x max |dx, dy, dz| (RecordConfig.action_noise)."""
+    if scale == 0:
+        return action
+    out = action.copy()
+    out[:3] += (scale * np.abs(action[:3]).max() * rng.standard_normal(3)).astype(np.float32)
+    return out
 
 
 # ---- workers ----------------------------------------------------------------------------------------------
@@ -155,7 +171,7 @@ def _init_worker(image_size: int, max_steps: int) -> None:
         _WORKER_ERROR = err
 
 
-def _worker_episode(args: tuple[int, int, int, bool]) -> EpisodeResult:
+def _worker_episode(args: tuple[int, int, int, bool, float]) -> EpisodeResult:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
     assert _WORKER_SIM is not None
@@ -164,7 +180,8 @@ def _worker_episode(args: tuple[int, int, int, bool]) -> EpisodeResult:
 
 def iter_episodes(config: RecordConfig) -> Iterator[EpisodeResult]:
     """Every attempt's result, in attempt order, computed in-process (workers=1) or by a spawn pool."""
-    jobs = [(config.seed, i, config.max_steps, i < config.generic_episodes) for i in range(config.episodes)]
+    jobs = [(config.seed, i, config.max_steps, i < config.generic_episodes, config.action_noise)
+            for i in range(config.episodes)]
     if config.workers == 1:
         with SO101Sim(image_size=config.image_size, max_steps=config.max_steps) as sim:
             for job in jobs:
