@@ -54,8 +54,24 @@ def test_every_output_has_its_shape(model: SigmaModel, cfg: SigmaConfig, batch: 
         assert torch.isfinite(value.float()).all(), name
 
 
-def test_final_actions_are_baseline_plus_residual(model: SigmaModel, batch: dict) -> None:
+def test_untrained_sigma_adds_nothing_to_the_base(model: SigmaModel, batch: dict) -> None:
+    # Under TRAF the executed action is base + output: a fresh model must leave the base's actions untouched.
     out = model(batch)
+    for a in (out.action_vector, out.action_chunk, out.action_trajectory, out.fused_action):
+        assert a.abs().max() < 1e-6
+
+
+def _as_if_trained(model: SigmaModel) -> SigmaModel:
+    """Small non-zero values in the zero-initialised action output layers, as the first optimizer steps give."""
+    act = model.action
+    with torch.no_grad():
+        for p in (act.residual_head.g.fc2.weight, act.chunk_head.weight, act.token_head.weight):
+            p.normal_(0.0, 0.02)
+    return model
+
+
+def test_final_actions_are_baseline_plus_residual(model: SigmaModel, batch: dict) -> None:
+    out = _as_if_trained(model)(batch)
     assert torch.equal(out.action_vector, out.baseline_vector + out.residual_vector)
     assert torch.equal(out.action_trajectory, out.baseline_trajectory + out.residual_trajectory)
     assert out.residual_chunk.abs().sum() > 0  # tau != 0 moves the actions
@@ -86,7 +102,7 @@ def test_gradients_reach_lora_and_every_head_never_the_frozen_backbone(model: Si
 
 
 def test_telepathy_off_gives_exactly_the_baseline(model: SigmaModel, batch: dict) -> None:
-    model.eval()
+    _as_if_trained(model).eval()
     off = model(batch, telepathy=False)
     assert torch.count_nonzero(off.telepathy_factors) == 0
     assert torch.equal(off.action_vector, off.baseline_vector)

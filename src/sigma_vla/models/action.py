@@ -89,6 +89,7 @@ class TelepathyResidualHead(nn.Module):
         super().__init__()
         # No output bias: it would cancel in g(., tau) - g(., 0).
         self.g = MLP(width + tau_dim, hidden, action_dim * (1 + chunk + horizon), bias_out=False)
+        nn.init.zeros_(self.g.fc2.weight)  # Sigma starts as the base: see ActionWorkspace
         self.splits = (action_dim, chunk * action_dim, horizon * action_dim)
         self.chunk, self.horizon = chunk, horizon
 
@@ -150,6 +151,13 @@ class ActionWorkspace(nn.Module):
         self.tau_high = nn.Linear(w + 2 * d, w)  # pools of [q_tau; high_level_rep; vision tokens with tau]
         self.residual_head = TelepathyResidualHead(w, dt, ac.residual_hidden, da, cfg.chunk, cfg.horizon)
         self.fusion = ActionFusion()
+        # Every action output starts at exactly 0 (path C's DiT already zero-inits its output layer): under TRAF the
+        # executed action is base + output, so an untrained Sigma is the base itself rather than the base plus
+        # random-head noise (std about 0.6 in normalised units) that the first hundreds of steps must first unlearn.
+        # Measured in closed loop: docs/closed_loop.md.
+        for head in (self.token_head, self.chunk_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
         self.sample_steps, self.bins, self.chunk = ac.sample_steps, ac.vector_bins, cfg.chunk
 
     def forward(self, hidden: Tensor, high_level_rep: Tensor, mask: Tensor, state_tokens: Tensor,
