@@ -67,7 +67,7 @@ def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict
     from sigma_vla.training.optim import build_optimizer
     from sigma_vla.training.registry import get_experiment
     from sigma_vla.training.tasks import SigmaTask
-    from sigma_vla.training.transforms import BatchTransform
+    from sigma_vla.models.transforms import BatchTransform
 
     exp = get_experiment(experiment)
     traf = exp.train.traf if hard else dataclasses.replace(exp.train.traf, rho=0.0, lambda_hard=0.0)

@@ -15,8 +15,9 @@ from sigma_vla.training.batches import BatchPlan
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.optim import lr_factor
 from sigma_vla.training.registry import EXPERIMENTS, get_experiment, model_config_for
-from sigma_vla.training.state_io import flatten_state, load_state, rng_state, save_state, set_rng_state
-from sigma_vla.training.transforms import BatchTransform, Normalizer, has_base_actions
+from sigma_vla.training.checkpoint import flatten_state, load_state, rng_state, save_state, set_rng_state
+from sigma_vla.models.action_triple import has_actions
+from sigma_vla.models.transforms import BatchTransform, Normalizer
 
 
 def test_optimizer_state_round_trip_without_pickle(tmp_path):
@@ -90,9 +91,9 @@ def test_transform_normalises_and_leaves_base_actions():
     out = t(batch)
     assert out["robot_state"].tolist() == [[1.0, 1.0]] and out["gt_action_vector"].tolist() == [[2.0]]
     assert out["gt_action_chunk"].unique().tolist() == [1.0] and out["base_action_vector"].tolist() == [[0.5]]
-    assert has_base_actions(out) and not has_base_actions({"robot_state"})
+    assert has_actions(out) and not has_actions({"robot_state"})
     with pytest.raises(SigmaError, match="only some base action keys"):
-        has_base_actions({"base_action_vector"})
+        has_actions({"base_action_vector"})
     with pytest.raises(SigmaError, match="normalization"):
         Normalizer.from_meta({})
 

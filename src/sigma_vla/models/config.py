@@ -264,11 +264,12 @@ class SigmaConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SigmaConfig:
-        return _from_dict(cls, data, prefix="")
+        return config_from_dict(cls, data, prefix="")
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Build a (nested) config dataclass from JSON data; an unknown key is an error that names it."""
+def config_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from JSON data (every typed config of the package: models' and training's);
+    an unknown key is a ConfigError that names it, tuples come back from JSON lists."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected an object, got {type(data).__name__}", field=prefix.rstrip(".") or "config")
     hints = typing.get_type_hints(cls)
@@ -280,7 +281,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _from_dict(hint, value, prefix=f"{prefix}{key}.")
+            kwargs[key] = config_from_dict(hint, value, prefix=f"{prefix}{key}.")
         elif typing.get_origin(hint) is tuple:
             kwargs[key] = tuple(value)
         else:
