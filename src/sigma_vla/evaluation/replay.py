@@ -55,7 +55,7 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
                  "tau_l2": [], "sem_align": [], "adapter_scale": [], "rows": {g: [] for g in GROUPS},
                  "examples": []}
     every = max(1, -(-n // batch_size) // num_examples) if num_examples else 0
-    chunk_len = data["gt_action_chunk"].shape[1]
+    chunk_len = ActionTriple.from_batch(data, GT_ACTION).chunk.shape[1]
     starts = range(0, n, batch_size)
     for b, start in enumerate(tqdm(starts, desc="eval", unit="batch", disable=not progress)):
         batch = transform({k: v[start:start + batch_size] for k, v in data.items()})

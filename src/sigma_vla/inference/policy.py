@@ -13,7 +13,7 @@ composition), "sigma+adapter" (the residual gated by the adapter). `telepathy=Fa
 Units: observations and returned actions are raw robot units; the model and base work in the shards' normalised
 units (models/transforms.py), so the policy normalises state in and un-normalises actions out.
 
-Shape legend (data/schema.py): B batch, C chunk, T horizon, Da action dim, Ds state dim, V cameras, S image side.
+Shape legend (docs/architecture.md): B batch, C chunk, T horizon, Da action dim, Ds state dim, V cameras, S image side.
 """
 
 from __future__ import annotations

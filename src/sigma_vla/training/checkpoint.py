@@ -18,7 +18,7 @@ Layout of one checkpoint:
     optimizer.safetensors + .json        optimizer state, tensors flattened (flatten_state), the rest in JSON
     scheduler.json                       LR scheduler state
     rng_rank{r}.safetensors + .json      each process's RNG streams (torch as uint8 tensor; python, numpy as JSON)
-    task_rank{r}.safetensors + .json     each process's task state (Sigma's per-episode memory)
+    task_rank{r}.safetensors + .json     each process's task state, if it has any (Sigma's episode memory)
     trainer_state.json                   step, data position, counters
     checkpoint.json                      format tag, step, {file: {size, sha256}} (written last)
 

@@ -158,7 +158,7 @@ class BaseFinetuneTask(ModelFiles):
     def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, Tensor]]:
         b = self.transform(batch)
         pred = model(b).float()  # (B, T, Da)
-        gt = b["gt_action_trajectory"].float()  # (B, T, Da)
+        gt = ActionTriple.from_batch(b, GT_ACTION).trajectory.float()  # (B, T, Da)
         mse_traj = losses.per_sample_mse(pred, gt).mean()
         mse_vec = losses.per_sample_mse(pred[:, 0], gt[:, 0]).mean()
         mse_chunk = losses.per_sample_mse(pred[:, : self.chunk], gt[:, : self.chunk]).mean()

@@ -265,7 +265,9 @@ class _Loop:
             ckpt.begin(self.run_dir, step)
         acc.wait_for_everyone()
         ckpt.save_state(ckpt.rng_state(), tmp, f"rng_rank{acc.process_index}")
-        ckpt.save_state(self.task.state_dict(), tmp, f"task_rank{acc.process_index}")
+        task_state = self.task.state_dict()
+        if task_state:  # a task without state of its own (the base) leaves no file
+            ckpt.save_state(task_state, tmp, f"task_rank{acc.process_index}")
         acc.wait_for_everyone()
         final = None
         if acc.is_main_process:
