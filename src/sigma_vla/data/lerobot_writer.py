@@ -1,4 +1,5 @@
-"""Write a LeRobot v3.0 dataset natively (docs/architecture.md, "Native LeRobot formats"), in the layout LeRobot itself loads.
+"""Write a LeRobot v3.0 dataset natively, in the layout LeRobot itself loads (docs/architecture.md, "Native LeRobot
+formats").
 
 Layout (checked against huggingface/lerobot's v3.0 code and the real fixture tests/fixtures/so101_real_v30):
 

