@@ -25,11 +25,8 @@ def _config(host: str, port: int, token: str | None, max_message_mb: float, allo
 
     if max_message_mb <= 0:
         raise SigmaError(f"must be > 0, got {max_message_mb}", field="--max-message-mb")
-    try:
-        return ServerConfig(host=host, port=port, token=token, max_message_bytes=int(max_message_mb * 2**20),
-                            allow_extra_keys=allow_extra_keys)
-    except ValueError as err:
-        raise SigmaError(str(err)) from None
+    return ServerConfig(host=host, port=port, token=token, max_message_bytes=int(max_message_mb * 2**20),
+                        allow_extra_keys=allow_extra_keys)  # a bad value is a ConfigError naming the field
 
 
 def serve(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sigma_vla.errors import ConfigError
 from sigma_vla.models.action_triple import ActionTriple
 
 
@@ -37,11 +38,13 @@ class AdapterConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.min_scale <= self.max_scale:
-            raise ValueError(f"need 0 <= min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+            raise ConfigError(f"need 0 <= min_scale <= max_scale, got {self.min_scale}, {self.max_scale}",
+                              field="adapter.max_scale")
         if self.ratio_max <= 0 or self.tau_max <= 0 or self.tau_min < 0 or self.tau_min >= self.tau_max:
-            raise ValueError(f"bad ranges: ratio_max={self.ratio_max}, tau=[{self.tau_min}, {self.tau_max}]")
+            raise ConfigError(f"bad ranges: ratio_max={self.ratio_max}, tau=[{self.tau_min}, {self.tau_max}]",
+                              field="adapter.tau_max")
         if min(self.w_ratio, self.w_tau, self.w_align) < 0:
-            raise ValueError("risk weights must be >= 0")
+            raise ConfigError("risk weights must be >= 0", field="adapter.w_ratio")
 
 
 @dataclass(kw_only=True)

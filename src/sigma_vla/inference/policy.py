@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import ConfigError, SigmaError
 from sigma_vla.inference.adapter import AdapterConfig, adapt, risk_terms
 from sigma_vla.models.action_triple import BASE_ACTION, ActionTriple
 from sigma_vla.models.base_policy import BasePolicy
@@ -52,11 +52,12 @@ class PolicyConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
         if self.n_action_steps < 1:
-            raise ValueError(f"n_action_steps must be >= 1, got {self.n_action_steps}")
+            raise ConfigError(f"n_action_steps must be >= 1, got {self.n_action_steps}", field="n_action_steps")
         if self.temporal_ensemble < 0:
-            raise ValueError(f"temporal_ensemble must be >= 0, got {self.temporal_ensemble}")
+            raise ConfigError(f"temporal_ensemble must be >= 0, got {self.temporal_ensemble}",
+                              field="temporal_ensemble")
 
 
 @dataclass

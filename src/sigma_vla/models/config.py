@@ -17,11 +17,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import ConfigError
 
-
-class ConfigError(SigmaError, ValueError):
-    """A configuration value that cannot work; the message names the field and the bad value."""
+__all__ = ["ActionConfig", "BackboneConfig", "ConfigError", "LanguageConfig", "SigmaConfig", "VisionConfig",
+           "config_from_dict"]
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
