@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
+from sigma_vla.outdir import atomic_write_text
 
 
 def parse_policy(spec: str) -> tuple[str, str, str]:
@@ -65,9 +66,7 @@ def main() -> None:
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
               "policies": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(record, indent=1))
     print(f"-> {args.out}")
 
 

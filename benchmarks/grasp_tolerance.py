@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sigma_vla.evaluation.rollout import PlacementTracker, rollout_plan
+from sigma_vla.outdir import atomic_write_text
 from sigma_vla.sim.so101 import SO101Sim
 
 OFFSETS_MM = (-30, -25, -22, -18, -14, -10, -6, -3, 0, 2, 3, 6, 10, 20)
@@ -48,9 +49,7 @@ def main() -> None:
                 rows.append({"axis": axis, "offset_mm": mm, "lifted": lifted, "episodes": args.episodes})
                 print(f"aim {axis} {mm:+4d} mm: lifted {lifted}/{args.episodes}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps({"benchmark": "grasp_tolerance", "rows": rows}, indent=1))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps({"benchmark": "grasp_tolerance", "rows": rows}, indent=1))
     print(f"-> {args.out}")
 
 

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-# A copy of ../shared/fixtures/so101_real_v30 (see its SOURCE.md), vendored so a fresh clone tests on its own.
+# The real SO-101 recording (see its SOURCE.md), vendored so a fresh clone tests on its own.
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "so101_real_v30"
 
 

@@ -24,6 +24,11 @@ class SigmaError(Exception):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class ConfigError(SigmaError, ValueError):
+    """A configuration value that cannot work (any typed config: model, training, inference, server); the message
+    names the bad value and `field` the setting. A ValueError too, for callers that validate generically."""
+
+
 def first_line(err: BaseException, with_type: bool = False) -> str:
     """The first line of a third-party exception's message (ours are one line; theirs often are not)."""
     text = str(err).strip()

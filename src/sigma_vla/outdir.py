@@ -1,5 +1,6 @@
 """One rule for every command that writes a directory, and atomic writes that never take a user's file name
-(docs/reliability.md, "Output directories").
+(docs/reliability.md, "Output directories"); also the names of a run's CSV logs, which training writes and
+evaluation reads.
 
 A directory is ours when it carries our marker file `.sigma-vla.json` ({"format": "sigma-vla-output/1",
 "kind": ...}), which a command writes before anything else. A command writes only into
@@ -17,6 +18,7 @@ Temporary files are `.NAME.RANDOM.sigma-tmp` siblings renamed into place: never 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import secrets
@@ -31,8 +33,10 @@ MARKER = ".sigma-vla.json"
 FORMAT = "sigma-vla-output/1"
 TMP_SUFFIX = ".sigma-tmp"
 TMP_GLOB = f".*{TMP_SUFFIX}"
-_TRAINING = ("run.json", "train_config.json", "param_report.json", "train_log.csv", "val_log.csv", "summary.json",
-             "model", "checkpoints", "tensorboard", "loss_dynamics.png", "adapter.json")
+# A run's logs: the trainer writes them, evaluation draws them (neither imports the other).
+TRAIN_LOG, VAL_LOG, PLOT_FILE = "train_log.csv", "val_log.csv", "loss_dynamics.png"
+_TRAINING = ("run.json", "train_config.json", "param_report.json", TRAIN_LOG, VAL_LOG, "summary.json",
+             "model", "checkpoints", "tensorboard", PLOT_FILE, "adapter.json")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,12 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV log (TRAIN_LOG, VAL_LOG) as one dict per row."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 # ---- the rule -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The wire format shared by the policy server and the robot-side client (DESIGN 3: no pickle).
+"""The wire format shared by the policy server and the robot-side client (docs/architecture.md, "No pickle").
 
 This module imports only numpy, msgpack and the standard library, so `sigma_vla.client` can use it on a robot
 that has no torch. Everything that crosses the socket goes through `pack` / `unpack` here.

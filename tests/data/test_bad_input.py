@@ -1,5 +1,5 @@
-"""Bad input gets a one-line error naming the file and the field, a non-zero exit, no traceback, and no partial
-output (issue: data foundation). Each case mutates a copy of the real SO-101 recording."""
+"""Bad input gets a one-line error naming the file and the field, exit code 2 (README, "Bad input"), no traceback,
+and no partial output. Each case mutates a copy of the real SO-101 recording."""
 
 from __future__ import annotations
 
@@ -75,29 +75,29 @@ def _empty(root: Path) -> None:
 
 
 CASES = {
-    # name: (mutation of the dataset root, prep extra args, expected file part, expected field or phrase)
-    "missing_info": (lambda r: (r / "meta/info.json").unlink(), [], "meta/info.json", "file not found"),
-    "bad_version": (lambda r: _edit_info(r, lambda i: i.update(codebase_version="v1.6")), [], "meta/info.json",
+    # name: (mutation of the dataset root, expected file part, expected field or phrase)
+    "missing_info": (lambda r: (r / "meta/info.json").unlink(), "meta/info.json", "file not found"),
+    "bad_version": (lambda r: _edit_info(r, lambda i: i.update(codebase_version="v1.6")), "meta/info.json",
                     "codebase_version"),
-    "absent_feature": (lambda r: _edit_data(r, lambda t: t.drop_columns(["observation.state"])), [], DATA,
+    "absent_feature": (lambda r: _edit_data(r, lambda t: t.drop_columns(["observation.state"])), DATA,
                        "observation.state"),
-    "wrong_shape": (lambda r: _edit_info(r, lambda i: i["features"]["action"].update(shape=[7])), [], DATA,
+    "wrong_shape": (lambda r: _edit_info(r, lambda i: i["features"]["action"].update(shape=[7])), DATA,
                     "'action'"),
-    "nan_action": (lambda r: _edit_data(r, _nan_action), [], DATA, "'action'"),
-    "inf_state": (lambda r: _edit_data(r, _inf_state), [], DATA, "'observation.state'"),
-    "truncated_parquet": (_truncate, [], DATA, "truncated"),
-    "timestamp_off": (lambda r: _edit_data(r, _shift_timestamp), [], DATA, "'timestamp'"),
-    "empty_dataset": (_empty, [], "meta", "empty dataset"),
+    "nan_action": (lambda r: _edit_data(r, _nan_action), DATA, "'action'"),
+    "inf_state": (lambda r: _edit_data(r, _inf_state), DATA, "'observation.state'"),
+    "truncated_parquet": (_truncate, DATA, "truncated"),
+    "timestamp_off": (lambda r: _edit_data(r, _shift_timestamp), DATA, "'timestamp'"),
+    "empty_dataset": (_empty, "meta", "empty dataset"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_prep_bad_input_one_line_error(case, real_v30, tmp_path, capsys):
-    mutate, extra, file_part, phrase = CASES[case]
+    mutate, file_part, phrase = CASES[case]
     mutate(real_v30)
     out = tmp_path / "shards"
-    code, _, err = run_cli(["prep", real_v30, "--out", out, "--state-only", *extra], capsys)
-    assert code != 0
+    code, _, err = run_cli(["prep", real_v30, "--out", out, "--state-only"], capsys)
+    assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("scan", "prep"))]
     assert len(lines) == 1, err
     assert file_part in lines[0] and phrase in lines[0], lines[0]

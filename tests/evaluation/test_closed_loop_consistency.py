@@ -12,14 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sigma_vla.cli.base import fit_base
 from sigma_vla.data.prep import PrepConfig, run_prep
 from sigma_vla.data.shards import ShardDataset
 from sigma_vla.evaluation.rollout import RolloutJob, plan_episodes, run_rollouts
 from sigma_vla.inference.policy import load_policy
+from sigma_vla.models.transforms import BatchTransform
+from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
 from sigma_vla.sim.record import RecordConfig, record_dataset
 from sigma_vla.sim.so101 import SO101Sim
-from sigma_vla.training.transforms import BatchTransform
+from sigma_vla.training.run import train_base
 from tests.conftest import run_cli
 
 SIDE = 32
@@ -31,7 +32,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("loop")
     record_dataset(RecordConfig(episodes=3, image_size=SIDE, seed=5, codec="h264"), root / "ds", progress=False)
     run_prep(root / "ds", root / "shards", PrepConfig(image_size=SIDE, split="train:1.0"), progress=False)
-    fit_base(root / "shards", root / "base", split="train", steps=4, batch_size=8, progress=False)
+    train_base(root / "shards", root / "base", GENERIC_INSTRUCTION, split="train", steps=4, batch_size=8,
+               progress=False)
     return root / "ds", root / "shards", root / "base"
 
 

@@ -12,7 +12,7 @@ from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy, ensemble_actio
 from sigma_vla.models import SigmaConfig, SigmaModel
 from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
 from sigma_vla.models.text import TextTokenizer
-from sigma_vla.training.transforms import Normalizer
+from sigma_vla.models.transforms import Normalizer
 
 S = 64
 

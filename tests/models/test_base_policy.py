@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sigma_vla.models import (
@@ -15,11 +16,13 @@ from sigma_vla.models import (
     SigmaModel,
     TinyBaseConfig,
     TinyBasePolicy,
-    base_action_dict,
     load_base_policy,
     make_fake_batch,
 )
+from sigma_vla.models.action_triple import ActionTriple
 from sigma_vla.models.config import ConfigError
+from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.tasks import BaseFinetuneTask
 
 B = 3
 
@@ -29,19 +32,26 @@ def batch() -> dict[str, Tensor]:
     return make_fake_batch(SigmaConfig.tiny(), B)
 
 
-def test_tiny_base_predicts_a_chunk_and_trains(batch: dict) -> None:
+def test_tiny_base_trains_through_the_task_the_trainer_uses(batch: dict) -> None:
+    """BaseFinetuneTask.loss is what `sigma train-base` and the control group train: MSE of the (B, T, Da) chunk
+    against the ground-truth trajectory, with the vector and chunk columns of Sigma's log."""
     torch.manual_seed(0)
     base = TinyBasePolicy(TinyBaseConfig.tiny())
     assert isinstance(base, BasePolicy) and (base.action_dim, base.horizon) == (4, 6)
-    loss, metrics = base.compute_loss(batch)
-    assert loss.shape == (B,) and metrics["mse"] > 0
-    loss.mean().backward()
+    task = BaseFinetuneTask(base, TrainConfig(), lambda b: b, chunk=3)
+    task.param_groups("lora")
+    loss, metrics = task.loss(base, batch, 0)
+    pred, gt = base(batch).detach(), batch["gt_action_trajectory"]
+    assert loss.item() == pytest.approx(F.mse_loss(pred, gt).item(), rel=1e-6)
+    assert metrics["mse_vector"].item() == pytest.approx(F.mse_loss(pred[:, 0], gt[:, 0]).item(), rel=1e-6)
+    assert metrics["mse_chunk"].item() == pytest.approx(F.mse_loss(pred[:, :3], gt[:, :3]).item(), rel=1e-6)
+    loss.backward()
     assert base.text_table.weight.grad is None  # MiniLM word embeddings stay frozen
     assert base.head.weight.grad.abs().sum() > 0
     chunk = base.predict_chunk(batch)
     assert chunk.shape == (B, 6, 4) and not chunk.requires_grad
-    keys = base_action_dict(chunk, 3)
-    assert keys["base_action_chunk"].shape == (B, 3, 4) and torch.equal(keys["base_action_vector"], chunk[:, 0])
+    triple = ActionTriple.from_chunk(chunk, 3)
+    assert triple.chunk.shape == (B, 3, 4) and torch.equal(triple.vector, chunk[:, 0])
 
 
 def test_training_sigma_never_touches_the_base(batch: dict) -> None:

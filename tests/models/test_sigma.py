@@ -1,4 +1,4 @@
-"""SigmaModel on the tiny config: shapes, gradients, the telepathy switch, memory across calls, path C, save/load."""
+"""SigmaModel on the tiny config: shapes, gradients, the telepathy switch, a pure forward, path C, save/load."""
 
 from __future__ import annotations
 
@@ -115,33 +115,29 @@ def test_telepathy_off_gives_exactly_the_baseline(model: SigmaModel, batch: dict
     assert torch.equal(model(batch).action_chunk, off.baseline_chunk)
 
 
-def test_memory_carries_across_calls_and_resets(model: SigmaModel, batch: dict) -> None:
+def test_forward_is_pure_and_memory_is_an_argument(model: SigmaModel, batch: dict) -> None:
+    """The model keeps no episode state (a server shares it between robots; SigmaPolicy carries the memory):
+    the same call gives the same output, and m_{t-1} changes it only when passed."""
+    model.eval()
     obs = {k: v for k, v in batch.items() if not k.startswith(("gt_", "base_"))}
-    model.reset_memory()
-    first = model.sample_actions(obs)
-    assert torch.count_nonzero(first.prev_memory) == 0
-    second = model.sample_actions(obs)
+    with torch.no_grad():
+        first = model(obs)
+        assert torch.count_nonzero(first.prev_memory) == 0
+        assert torch.equal(model(obs).semantic_memory, first.semantic_memory)  # nothing carried between calls
+        second = model(obs, prev_memory=first.semantic_memory)
     assert torch.equal(second.prev_memory, first.semantic_memory)
     assert not torch.equal(second.semantic_memory, first.semantic_memory)
-    model.reset_memory()
-    assert torch.equal(model.sample_actions(obs).semantic_memory, first.semantic_memory)
-    with pytest.raises(ValueError, match="reset_memory"):
-        model.sample_actions({k: v[:1] for k, v in obs.items()})
-    explicit = model.eval()(obs, prev_memory=first.semantic_memory)  # forward is pure: memory passed explicitly
-    assert torch.equal(explicit.semantic_memory, second.semantic_memory)
+    assert not any(isinstance(v, torch.Tensor) and k.endswith("memory") for k, v in vars(model).items())
 
 
 def test_sampling_is_deterministic_and_noise_changes_it(model: SigmaModel, batch: dict, cfg: SigmaConfig) -> None:
     model.eval()
-    a = model.sample_actions(batch).action_trajectory
-    model.reset_memory()
-    b = model.sample_actions(batch).action_trajectory
-    assert torch.equal(a, b)
-    with torch.no_grad():  # give the zero-initialised DiT output a velocity so noise matters
-        model.action.trajectory.out.weight.normal_(0, 0.1)
-    model.reset_memory()
-    noise = torch.randn(B, cfg.horizon, cfg.action_dim)
-    assert not torch.equal(model.sample_actions(batch, noise=noise).action_trajectory, a)
+    with torch.no_grad():
+        a = model(batch).action_trajectory
+        assert torch.equal(model(batch).action_trajectory, a)
+        model.action.trajectory.out.weight.normal_(0, 0.1)  # give the zero-initialised DiT a velocity: noise matters
+        noise = torch.randn(B, cfg.horizon, cfg.action_dim)
+        assert not torch.equal(model(batch, noise=noise).action_trajectory, model(batch).action_trajectory)
 
 
 def test_trajectory_flow_loss_is_per_sample_and_trains_the_dit(model: SigmaModel, batch: dict) -> None:

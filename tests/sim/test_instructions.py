@@ -1,4 +1,4 @@
-"""Zones and instruction templates (DESIGN 3, "Language that matters")."""
+"""Zones and instruction templates (docs/architecture.md, "Language that matters")."""
 
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.models.config import ConfigError
 from sigma_vla.training.batches import BatchPlan
+from sigma_vla.training.checkpoint import flatten_state, load_state, rng_state, save_state, set_rng_state
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.optim import lr_factor
 from sigma_vla.training.registry import EXPERIMENTS, get_experiment, model_config_for
-from sigma_vla.training.state_io import flatten_state, load_state, rng_state, save_state, set_rng_state
-from sigma_vla.training.transforms import BatchTransform, Normalizer, has_base_actions
 
 
 def test_optimizer_state_round_trip_without_pickle(tmp_path):
@@ -59,10 +59,14 @@ def test_batch_plan_ranks_disjoint_and_pure():
 def test_train_config_json_round_trip_and_validation():
     cfg = get_experiment("demo").train
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0") as err:
         cfg.replace(batch_size=0)
-    with pytest.raises(ValueError, match="'fp8'"):
+    assert err.value.field == "batch_size"
+    with pytest.raises(ConfigError, match="'fp8'"):
         cfg.replace(mixed_precision="fp8")
+    with pytest.raises(ConfigError, match="unknown key") as err:  # the generic config reader, nested keys too
+        TrainConfig.from_dict({**cfg.to_dict(), "traf": {**cfg.to_dict()["traf"], "gamma": 1.0}})
+    assert err.value.field == "traf"
     assert cfg.replace(steps=None).steps == cfg.steps  # None = keep (CLI pass-through)
     assert TrainConfig(steps=130).curriculum().ramp_steps == 82  # Table 1's ramp
 
@@ -79,22 +83,6 @@ def _meta():
             "action_dim": 1, "tasks": ["go left"],
             "normalization": {"robot_state": {"mean": [1.0, 2.0], "std": [2.0, 4.0]},
                               "action": {"mean": [10.0], "std": [5.0]}}}
-
-
-def test_transform_normalises_and_leaves_base_actions():
-    t = BatchTransform(Normalizer.from_meta(_meta()))
-    batch = {"robot_state": torch.tensor([[3.0, 6.0]]), "gt_action_vector": torch.tensor([[20.0]]),
-             "gt_action_chunk": torch.full((1, 3, 1), 15.0), "gt_action_trajectory": torch.zeros(1, 6, 1),
-             "base_action_vector": torch.tensor([[0.5]]), "base_action_chunk": torch.zeros(1, 3, 1),
-             "base_action_trajectory": torch.zeros(1, 6, 1)}
-    out = t(batch)
-    assert out["robot_state"].tolist() == [[1.0, 1.0]] and out["gt_action_vector"].tolist() == [[2.0]]
-    assert out["gt_action_chunk"].unique().tolist() == [1.0] and out["base_action_vector"].tolist() == [[0.5]]
-    assert has_base_actions(out) and not has_base_actions({"robot_state"})
-    with pytest.raises(SigmaError, match="only some base action keys"):
-        has_base_actions({"base_action_vector"})
-    with pytest.raises(SigmaError, match="normalization"):
-        Normalizer.from_meta({})
 
 
 def test_model_config_takes_data_dims_from_meta():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fake_shards import write_fake_shards
 
-from sigma_vla.training.launch import cpu_ranks_to_spawn, requested_processes
+from sigma_vla.cli.launch import cpu_ranks_to_spawn, requested_processes
 
 LAUNCH = ["launch", "--num_processes", "2", "--cpu", "-m", "sigma_vla.cli.main", "train"]
 

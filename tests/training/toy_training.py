@@ -54,6 +54,12 @@ class ToyTask:
     def load_model(self, model, directory: Path):
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 def toy_data(n: int = 64, seed: int = 1) -> TensorDictDataset:
     g = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ class DemoPlan:
     workers: int
     split: str
     base_steps: int  # train-base
-    sigma_steps: int  # sigma train and, with the same budget, the fine-tuned base (DESIGN 3)
+    sigma_steps: int  # sigma train and, with the same budget, the fine-tuned base (the control group)
     rollout_episodes: int  # per policy
     rollout_max_steps: int
 
@@ -80,20 +80,21 @@ def run_prep_stage(plan: DemoPlan, dataset: Path, out: Path) -> Path:
 
 
 def run_train_base(plan: DemoPlan, shards: Path, out: Path) -> Path:
-    from sigma_vla.cli.base import fit_base
+    from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
+    from sigma_vla.training.run import train_base
 
     base = out / "base"
     done = (base / "config.json").exists()
     start = _stage(f"train the base on the 'base' split, generic instruction -> {base}", done)
     if not done:
-        info = fit_base(shards, base, steps=plan.base_steps)
+        info = train_base(shards, base, GENERIC_INSTRUCTION, steps=plan.base_steps)
         typer.echo(f"{info['steps']} steps on {info['samples']} windows, last loss {info['last_loss']:.4g} "
                    f"({time.perf_counter() - start:.0f} s)")
     return base
 
 
 def run_base_actions(shards: Path, base: Path) -> None:
-    from sigma_vla.cli.base import fingerprint_dir, write_base_actions
+    from sigma_vla.models.base_actions import fingerprint_dir, write_base_actions
     from sigma_vla.models.base_policy import load_base_policy
 
     start = _stage("precompute the frozen base's actions into the shards", False)
@@ -119,9 +120,9 @@ def run_training(plan: DemoPlan, shards: Path, base: Path, out: Path) -> tuple[P
 
 
 def run_evaluation(shards: Path, sigma_run: Path, base_run: Path, out: Path) -> None:
-    from sigma_vla.cli.evaluate import format_table, load_eval_data, run_eval
+    from sigma_vla.evaluation.offline import format_table, load_eval_data, run_eval
     from sigma_vla.inference.policy import calibrate_adapter, load_run_model
-    from sigma_vla.training.transforms import BatchTransform
+    from sigma_vla.models.transforms import BatchTransform
 
     start = _stage("evaluate: offline replay of the test windows through five groups", False)
     model = load_run_model(sigma_run)

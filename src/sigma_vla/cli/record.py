@@ -1,4 +1,4 @@
-"""`sigma record`: scripted SO-101 pick-and-place demonstrations as a LeRobot v3.0 dataset (DESIGN 1.1, 5)."""
+"""`sigma record`: scripted SO-101 pick-and-place demonstrations as a LeRobot v3.0 dataset (sim/record.py)."""
 
 from __future__ import annotations
 

@@ -13,18 +13,10 @@ from sigma_vla.errors import SigmaError
 
 
 def load_policy_factory(run: Path) -> Callable[[], object]:
-    """The run's policy factory from sigma_vla.inference, imported lazily: it pulls torch and the model, and
-    the serving side must not depend on it to import (or to be tested with a stand-in policy)."""
-    try:
-        from sigma_vla.inference import load_sigma_policy_factory
-    except ImportError as err:
-        # Only "the loader is not there" is a user-facing condition; an ImportError inside it is a bug.
-        if isinstance(err, ModuleNotFoundError) and err.name not in ("sigma_vla.inference",):
-            raise
-        if not isinstance(err, ModuleNotFoundError) and "load_sigma_policy_factory" not in str(err):
-            raise
-        raise SigmaError("this sigma-vla has no policy loader yet (sigma_vla.inference.load_sigma_policy_factory "
-                         "is missing); serving needs the inference module") from None
+    """The run's policy factory (inference.load_sigma_policy_factory), imported lazily: it pulls torch and the
+    model, which the serving layer itself never imports (docs/architecture.md, Layers)."""
+    from sigma_vla.inference import load_sigma_policy_factory
+
     return load_sigma_policy_factory(run)
 
 
@@ -33,11 +25,8 @@ def _config(host: str, port: int, token: str | None, max_message_mb: float, allo
 
     if max_message_mb <= 0:
         raise SigmaError(f"must be > 0, got {max_message_mb}", field="--max-message-mb")
-    try:
-        return ServerConfig(host=host, port=port, token=token, max_message_bytes=int(max_message_mb * 2**20),
-                            allow_extra_keys=allow_extra_keys)
-    except ValueError as err:
-        raise SigmaError(str(err)) from None
+    return ServerConfig(host=host, port=port, token=token, max_message_bytes=int(max_message_mb * 2**20),
+                        allow_extra_keys=allow_extra_keys)  # a bad value is a ConfigError naming the field
 
 
 def serve(

@@ -42,7 +42,7 @@ def train(
     """Train Sigma (or fine-tune the base) on SHARDS; see RUN/train_log.csv and `sigma plot-losses RUN`."""
     import sys
 
-    from sigma_vla.training.launch import cpu_ranks_to_spawn, spawn_cpu_ranks
+    from sigma_vla.cli.launch import cpu_ranks_to_spawn, spawn_cpu_ranks
 
     ranks = cpu_ranks_to_spawn()
     if ranks:  # `accelerate launch --cpu --num_processes N` started one process: start the N ranks (launch.py)
@@ -80,6 +80,6 @@ def plot_losses(
     out: Path = typer.Option(None, "--out", help="PNG path (default RUN/loss_dynamics.png)."),
 ) -> None:
     """Draw the loss dynamics of a run (Table 1's columns) as a PNG."""
-    from sigma_vla.training.logs import plot_losses as draw
+    from sigma_vla.evaluation.loss_plot import plot_losses as draw
 
     typer.echo(f"wrote {draw(run, out)}")

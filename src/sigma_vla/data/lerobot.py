@@ -1,8 +1,8 @@
 """Read local LeRobot datasets (codebase_version v2.1 and v3.0) natively, without the `lerobot` package.
 
-Why native: LeRobot's releases pin torch and torchvision below what this project runs on (DESIGN 6), while its
-on-disk format is plain JSON + parquet + mp4. Everything here is column-wise (pyarrow -> numpy); no per-row
-Python loops. Bad input raises SigmaError naming the file and the field.
+Why native (docs/architecture.md, "Native LeRobot formats"): LeRobot's releases pin torch and torchvision below
+what this project runs on, while its on-disk format is plain JSON + parquet + mp4. Everything here is column-wise
+(pyarrow -> numpy); no per-row Python loops. Bad input raises SigmaError naming the file and the field.
 """
 
 from __future__ import annotations

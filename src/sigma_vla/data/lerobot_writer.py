@@ -1,6 +1,7 @@
-"""Write a LeRobot v3.0 dataset natively (DESIGN 4), in the layout LeRobot itself loads.
+"""Write a LeRobot v3.0 dataset natively, in the layout LeRobot itself loads (docs/architecture.md, "Native LeRobot
+formats").
 
-Layout (checked against huggingface/lerobot's v3.0 code and the real fixture shared/fixtures/so101_real_v30):
+Layout (checked against huggingface/lerobot's v3.0 code and the real fixture tests/fixtures/so101_real_v30):
 
     meta/info.json                                  codebase_version, fps, features, path templates, totals
     meta/stats.json                                 per-feature min/max/mean/std/count/q01..q99

@@ -1,7 +1,8 @@
 """The shard and batch contract shared by prep, the model, training and evaluation (paper 4.1 sample dicts).
 
-Shape legend used across the package: B batch, T horizon, C chunk, Da action dim, Ds state dim, N tokens,
-D width, K semantic factors, V cameras, S image side, L text length.
+Shape legend used across the package (docs/architecture.md, "The batch contract and the shape legend"): B batch,
+T horizon, C chunk, Da action dim, Ds state dim, N tokens, D width, K semantic factors, V cameras, S image side,
+L text length.
 
 A shard file `shard_00000.safetensors` holds one tensor per key below, stacked over its samples (first dim N).
 Strings do not go into safetensors: task strings live in `meta.json["tasks"]` (indexed by task_index) and the

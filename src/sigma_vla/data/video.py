@@ -1,7 +1,7 @@
 """Video frames through PyAV (AV1 via libdav1d, H.264), located by time as LeRobot does.
 
 A frame for a dataset row is the one whose presentation time is within half a frame of
-`from_timestamp + timestamp` (DESIGN 4). Decoding is sequential from the nearest keyframe before the first
+`from_timestamp + timestamp` (LeRobot's own rule). Decoding is sequential from the nearest keyframe before the first
 requested time, which is what makes prep close to pure decode speed: we never seek per frame.
 """
 

@@ -88,8 +88,9 @@ def assign_splits(episode_indices: list[int], fractions: dict[str, float], seed:
                   held_out: set[int] = frozenset()) -> dict[int, str]:
     """Split by episode, never by window: shuffle episodes with the seed, then cut by split sizes.
 
-    Episodes in `held_out` (instructions from held-out templates, DESIGN 3) always go to the test split, so no
-    held-out phrasing is ever trained or validated on; the others are cut by the fractions."""
+    Episodes in `held_out` (instructions from held-out templates) always go to the test split, so no held-out
+    phrasing is ever trained or validated on (docs/architecture.md, "Honest evaluation"); the others are cut by the
+    fractions."""
     rng = np.random.default_rng(seed)
     rest = [e for e in episode_indices if e not in held_out]
     order = [rest[i] for i in rng.permutation(len(rest))]

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SCALES = ("vector", "chunk", "traj")
+from sigma_vla.models.action_triple import SCALES
+
+# The report's name of each time scale of models.action_triple.SCALES: sigma_eval_report.json says "traj" (its keys
+# `avg_mse_traj`, ... stay comparable with earlier reports).
+REPORT_SCALES = tuple("traj" if s == "trajectory" else s for s in SCALES)
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,9 @@ def group_summary(mse: dict[str, np.ndarray], mse_norm: dict[str, np.ndarray], t
     """The paper's per-group fields of sigma_eval_report.json (raw units, plus our normalized-unit MSEs)."""
     hard = hard_mask(mse, th)
     out = {"num_samples": int(len(tau_l2)), "num_batches": int(num_batches)}
-    for s in SCALES:
+    for s in REPORT_SCALES:
         out[f"avg_mse_{s}"] = float(mse[s].mean()) if len(mse[s]) else float("nan")
-    for s in SCALES:
+    for s in REPORT_SCALES:
         out[f"avg_mse_{s}_normalized"] = float(mse_norm[s].mean()) if len(mse_norm[s]) else float("nan")
     out.update(
         avg_tau_l2=float(tau_l2.mean()) if len(tau_l2) else float("nan"),
@@ -49,7 +53,7 @@ def group_summary(mse: dict[str, np.ndarray], mse_norm: dict[str, np.ndarray], t
         hard_sample_fraction=float(hard.mean()) if len(hard) else 0.0,
         total_hard_samples=int(hard.sum()),
     )
-    for s in SCALES:
+    for s in REPORT_SCALES:
         out[f"avg_hard_mse_{s}"] = float(mse[s][hard].mean()) if hard.any() else float("nan")
     return out
 
@@ -115,18 +119,18 @@ def build_report(res: dict, meta: dict, heads: dict[str, float], th: HardThresho
         groups[g]["check_b"] = check_b_rows(res["rows"][g])
         if g != reference:
             groups[g]["relative_to_" + reference] = {
-                s: relative_change(res["mse"][g][s], res["mse"][reference][s], episodes, n_boot) for s in SCALES}
+                s: relative_change(res["mse"][g][s], res["mse"][reference][s], episodes, n_boot) for s in REPORT_SCALES}
     subsets = {}
     for name, mask in instruction_subsets(episodes, meta.get("episode_info") or {}).items():
         if not mask.any():
             continue
         subsets[name] = {"num_samples": int(mask.sum()), "episodes": int(len(np.unique(episodes[mask])))}
         for g in res["mse"]:
-            entry = {f"avg_mse_{s}": float(res["mse"][g][s][mask].mean()) for s in SCALES}
+            entry = {f"avg_mse_{s}": float(res["mse"][g][s][mask].mean()) for s in REPORT_SCALES}
             if g != reference:
                 entry["relative_to_" + reference] = {
                     s: relative_change(res["mse"][g][s][mask], res["mse"][reference][s][mask], episodes[mask],
-                                       n_boot) for s in SCALES}
+                                       n_boot) for s in REPORT_SCALES}
             subsets[name][g] = entry
     return {"groups": groups, "by_instruction": subsets, "hard_thresholds": th.as_dict(),
             "examples": res.get("examples", []),

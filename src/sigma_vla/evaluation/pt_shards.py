@@ -13,8 +13,9 @@ import torch
 
 from sigma_vla.data.schema import SPLIT_CODES
 from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, action_keys
 
-REQUIRED = ("robot_state", "gt_action_vector", "gt_action_chunk", "gt_action_trajectory")
+REQUIRED = ("robot_state", *action_keys(GT_ACTION))
 
 
 def _samples(path: Path) -> list[dict]:
@@ -83,7 +84,7 @@ def load_pt_shards(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict
     texts = [str(s.get("text", "")) for _, s in samples]
     tasks = sorted(set(texts))
     data = {k: _stack(samples, k) for k in REQUIRED}
-    for key in ("base_action_vector", "base_action_chunk", "base_action_trajectory"):
+    for key in action_keys(BASE_ACTION):
         if all(key in s for _, s in samples):
             data[key] = _stack(samples, key)
     if all("vision_inputs" in s for _, s in samples):

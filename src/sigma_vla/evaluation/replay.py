@@ -1,16 +1,16 @@
 """Offline closed-loop replay (paper 5-6), done honestly: the same test windows through five groups.
 
-Groups (DESIGN 3): the untuned base (its offline actions stored in the shards by `sigma base-actions`), the base
-fine-tuned on the train split with Sigma's budget, Sigma with tau forced to 0, Sigma, and Sigma + the adapter.
+Groups (docs/architecture.md, "Honest evaluation"): the untuned base (its offline actions stored in the shards by
+`sigma base-actions`), the base fine-tuned on the train split with Sigma's budget, Sigma with tau forced to 0, Sigma,
+and Sigma + the adapter.
 Sigma's final actions are base + model output (TRAF's composition, paper 4.2.1). MSEs are reported in the dataset's
 raw units (the paper's) and in normalised units.
 
-Shape legend (data/schema.py): B batch, C chunk, T horizon, Da action dim.
+Shape legend (docs/architecture.md): B batch, C chunk, T horizon, Da action dim.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,48 +19,25 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from sigma_vla.evaluation.metrics import SCALES
+from sigma_vla.evaluation.metrics import REPORT_SCALES
 from sigma_vla.inference.adapter import AdapterConfig, adapt
-from sigma_vla.models.base_policy import base_action_dict
+from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple, per_sample_mse
 
 GROUPS = ("base_untuned", "base_finetuned", "sigma_tau0", "sigma", "sigma_adapter")
-GT = {"vector": "gt_action_vector", "chunk": "gt_action_chunk", "traj": "gt_action_trajectory"}
-BASE = {"vector": "base_action_vector", "chunk": "base_action_chunk", "traj": "base_action_trajectory"}
 
 
-@dataclass
-class GroupActions:
-    """One group's actions for a batch, normalised units: vector (B, Da), chunk (B, C, Da), traj (B, T, Da)."""
-
-    vector: Tensor
-    chunk: Tensor
-    traj: Tensor
-
-    def get(self, scale: str) -> Tensor:
-        return getattr(self, scale)
-
-
-def _per_sample_mse(pred: Tensor, gt: Tensor) -> Tensor:
-    return (pred.float() - gt.float()).pow(2).flatten(1).mean(1)  # (B,)
-
-
-def sigma_groups(model, batch: dict[str, Tensor], base: GroupActions, adapter: AdapterConfig):
+def sigma_groups(model, batch: dict[str, Tensor], base: ActionTriple, adapter: AdapterConfig):
     """Sigma's three groups on one batch, plus tau and semantic-text alignment per sample."""
     out = model(batch, telepathy=True)
     off = model(batch, telepathy=False)
-    sig = GroupActions(base.vector + out.action_vector, base.chunk + out.action_chunk,
-                       base.traj + out.action_trajectory)
-    tau0 = GroupActions(base.vector + off.action_vector, base.chunk + off.action_chunk,
-                        base.traj + off.action_trajectory)
-    ad = adapt(sig.vector, sig.chunk, sig.traj, base.vector, base.chunk, base.traj, out.telepathy_factors,
-               out.action_conditions, adapter)
-    adapted = GroupActions(ad.action_vector, ad.action_chunk, ad.action_trajectory)
+    sig, tau0 = base.plus(out.actions()), base.plus(off.actions())  # TRAF's composition: a = a_base + delta_a
+    ad = adapt(sig, base, out.telepathy_factors, out.action_conditions, adapter)
     extras = {
         "tau_l2": out.telepathy_factors.norm(dim=1),  # (B,)
         "sem_align": F.cosine_similarity(out.z_pool, out.text_pool, dim=1),  # (B,) paper 5.3
         "adapter_scale": ad.scale,
     }
-    return {"sigma_tau0": tau0, "sigma": sig, "sigma_adapter": adapted}, extras
+    return {"sigma_tau0": tau0, "sigma": sig, "sigma_adapter": ad.actions}, extras
 
 
 @torch.no_grad()
@@ -73,29 +50,28 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
     episode_index, and the per-batch rows of CHECK B."""
     model.eval()
     n = len(data["split"])
-    acc: dict = {"mse": {g: {s: [] for s in SCALES} for g in GROUPS},
-                 "mse_norm": {g: {s: [] for s in SCALES} for g in GROUPS},
+    acc: dict = {"mse": {g: {s: [] for s in REPORT_SCALES} for g in GROUPS},
+                 "mse_norm": {g: {s: [] for s in REPORT_SCALES} for g in GROUPS},
                  "tau_l2": [], "sem_align": [], "adapter_scale": [], "rows": {g: [] for g in GROUPS},
                  "examples": []}
     every = max(1, -(-n // batch_size) // num_examples) if num_examples else 0
-    chunk_len = data["gt_action_chunk"].shape[1]
+    chunk_len = ActionTriple.from_batch(data, GT_ACTION).chunk.shape[1]
     starts = range(0, n, batch_size)
     for b, start in enumerate(tqdm(starts, desc="eval", unit="batch", disable=not progress)):
         batch = transform({k: v[start:start + batch_size] for k, v in data.items()})
-        base = GroupActions(*(batch[BASE[s]] for s in SCALES))
+        base, gt = ActionTriple.from_batch(batch, BASE_ACTION), ActionTriple.from_batch(batch, GT_ACTION)
         groups = {"base_untuned": base}
         if finetuned_base is not None:
-            ft = base_action_dict(finetuned_base.predict_chunk(batch), chunk_len)
-            groups["base_finetuned"] = GroupActions(*(ft[BASE[s]] for s in SCALES))
+            groups["base_finetuned"] = ActionTriple.from_chunk(finetuned_base.predict_chunk(batch), chunk_len)
         sig, extras = sigma_groups(model, batch, base, adapter)
         groups.update(sig)
         for key in ("tau_l2", "sem_align", "adapter_scale"):
             acc[key].append(extras[key].numpy())
         for g, actions in groups.items():
             row = {"batch": b}
-            for s in SCALES:
-                norm = _per_sample_mse(actions.get(s), batch[GT[s]])
-                raw = _per_sample_mse(unnormalize(actions.get(s)), unnormalize(batch[GT[s]]))
+            for s, pred, target in zip(REPORT_SCALES, actions, gt):
+                norm = per_sample_mse(pred, target)  # (B,)
+                raw = per_sample_mse(unnormalize(pred), unnormalize(target))  # (B,)
                 acc["mse_norm"][g][s].append(norm.numpy())
                 acc["mse"][g][s].append(raw.numpy())
                 row[f"mse_{s}"] = float(raw.mean())
@@ -116,8 +92,9 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
     }
 
 
-def _example(batch: dict[str, Tensor], groups: dict[str, GroupActions], unnormalize: Callable) -> dict:
+def _example(batch: dict[str, Tensor], groups: dict[str, ActionTriple], unnormalize: Callable) -> dict:
     """The first window of a batch: ground truth and every group's trajectory, raw units (for the report's plot)."""
-    traj = {g: unnormalize(a.traj[0]).tolist() for g, a in groups.items()}  # (T, Da) each
+    traj = {g: unnormalize(a.trajectory[0]).tolist() for g, a in groups.items()}  # (T, Da) each
+    gt = ActionTriple.from_batch(batch, GT_ACTION).trajectory[0]  # (T, Da)
     return {"episode_index": int(batch["episode_index"][0]), "frame_index": int(batch["frame_index"][0]),
-            "ground_truth": unnormalize(batch[GT["traj"]][0]).tolist(), **traj}
+            "ground_truth": unnormalize(gt).tolist(), **traj}

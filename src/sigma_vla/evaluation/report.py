@@ -52,7 +52,7 @@ def loss_section(train_log: Path | None) -> str:
         return "<p>No training log found.</p>"
     import tempfile
 
-    from sigma_vla.training.logs import plot_losses
+    from sigma_vla.evaluation.loss_plot import plot_losses
 
     with tempfile.TemporaryDirectory() as tmp:  # the report never writes into the run directory
         png = plot_losses(train_log.parent, Path(tmp) / "loss_dynamics.png")

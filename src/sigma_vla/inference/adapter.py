@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sigma_vla.errors import ConfigError
+from sigma_vla.models.action_triple import ActionTriple
+
 
 @dataclass(frozen=True)
 class AdapterConfig:
@@ -35,18 +38,18 @@ class AdapterConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.min_scale <= self.max_scale:
-            raise ValueError(f"need 0 <= min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+            raise ConfigError(f"need 0 <= min_scale <= max_scale, got {self.min_scale}, {self.max_scale}",
+                              field="adapter.max_scale")
         if self.ratio_max <= 0 or self.tau_max <= 0 or self.tau_min < 0 or self.tau_min >= self.tau_max:
-            raise ValueError(f"bad ranges: ratio_max={self.ratio_max}, tau=[{self.tau_min}, {self.tau_max}]")
+            raise ConfigError(f"bad ranges: ratio_max={self.ratio_max}, tau=[{self.tau_min}, {self.tau_max}]",
+                              field="adapter.tau_max")
         if min(self.w_ratio, self.w_tau, self.w_align) < 0:
-            raise ValueError("risk weights must be >= 0")
+            raise ConfigError("risk weights must be >= 0", field="adapter.w_ratio")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AdapterOutput:
-    action_vector: torch.Tensor  # (B, Da)
-    action_chunk: torch.Tensor  # (B, C, Da)
-    action_trajectory: torch.Tensor  # (B, T, Da)
+    actions: ActionTriple  # (B, Da), (B, C, Da), (B, T, Da): base + scale * delta
     scale: torch.Tensor  # (B,)
     risk: torch.Tensor  # (B,)
     terms: dict[str, torch.Tensor]  # each (B,): ratio, tau_norm, cos_tau_cact, risk_ratio, risk_tau, risk_align
@@ -61,8 +64,9 @@ def _finite_rows(*xs: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.isfinite(_flat(x)).all(dim=1) for x in xs]).all(dim=0)  # (B,)
 
 
-def risk_terms(preds, bases, tau: torch.Tensor, c_act: torch.Tensor, cfg: AdapterConfig) -> dict[str, torch.Tensor]:
-    """Every term of the risk score, per sample. preds/bases: matching tuples of (B, ...) tensors."""
+def risk_terms(preds: ActionTriple, bases: ActionTriple, tau: torch.Tensor, c_act: torch.Tensor,
+               cfg: AdapterConfig) -> dict[str, torch.Tensor]:
+    """Every term of the risk score, per sample, from Sigma's final actions and the base's."""
     ratios = [_flat(p - b).norm(dim=1) / (_flat(b).norm(dim=1) + cfg.eps) for p, b in zip(preds, bases)]
     ratio = torch.stack(ratios).amax(dim=0)  # (B,) the most abnormal time scale decides
     tau_norm = tau.norm(dim=1)  # (B,)
@@ -81,25 +85,25 @@ def risk_terms(preds, bases, tau: torch.Tensor, c_act: torch.Tensor, cfg: Adapte
 
 
 @torch.no_grad()
-def adapt(pred_vector, pred_chunk, pred_traj, base_vector, base_chunk, base_traj, tau, c_act,
+def adapt(pred: ActionTriple, base: ActionTriple, tau: torch.Tensor, c_act: torch.Tensor,
           cfg: AdapterConfig = AdapterConfig()) -> AdapterOutput:
-    """Gate Sigma's residual over the base (paper 4.3). tau and c_act: (B, Dt), the same width."""
+    """Gate Sigma's residual over the base (paper 4.3): pred = Sigma's final actions (base + residual), base = the
+    base's; tau and c_act: (B, Dt), the same width."""
     if tau.shape != c_act.shape:
         raise ValueError(f"tau {tuple(tau.shape)} and c_act {tuple(c_act.shape)} must have the same shape")
-    preds, bases = (pred_vector, pred_chunk, pred_traj), (base_vector, base_chunk, base_traj)
-    ok = _finite_rows(*preds, *bases, tau, c_act)  # (B,)
-    clean = [torch.where(_bcast(ok, x), x, torch.zeros_like(x)) for x in (*preds, *bases, tau, c_act)]
-    terms = risk_terms(tuple(clean[:3]), tuple(clean[3:6]), clean[6], clean[7], cfg)
+    ok = _finite_rows(*pred, *base, tau, c_act)  # (B,)
+    clean = [torch.where(_bcast(ok, x), x, torch.zeros_like(x)) for x in (*pred, *base, tau, c_act)]
+    pred_c, base_c = ActionTriple(*clean[:3]), ActionTriple(*clean[3:6])
+    terms = risk_terms(pred_c, base_c, clean[6], clean[7], cfg)
     risk = terms["risk_ratio"] + terms["risk_tau"] + terms["risk_align"]  # (B,)
     scale = cfg.min_scale + (cfg.max_scale - cfg.min_scale) * torch.exp(-risk)  # (B,)
     scale = torch.where(ok, scale, torch.zeros_like(scale))
     outs = []
-    for p, b_clean, b in zip(clean[:3], clean[3:6], bases):
+    for p, b_clean, b in zip(pred_c, base_c, base):
         s = scale.view(-1, *([1] * (b.dim() - 1)))  # (B, 1, ...)
         outs.append(torch.where(_bcast(ok, b), b_clean + s * (p - b_clean), b))  # non-finite: exactly the base
-    return AdapterOutput(*outs, scale=scale, risk=torch.where(ok, risk, torch.full_like(risk, float("inf"))),
-                         terms=terms, nonfinite=~ok)
-
+    return AdapterOutput(actions=ActionTriple(*outs), scale=scale,
+                         risk=torch.where(ok, risk, torch.full_like(risk, float("inf"))), terms=terms, nonfinite=~ok)
 
 def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1))).expand_as(like)

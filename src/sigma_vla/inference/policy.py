@@ -11,9 +11,9 @@ Modes: "base" (the base's chunk only: the untuned control group), "sigma" (base 
 composition), "sigma+adapter" (the residual gated by the adapter). `telepathy=False` forces tau = 0.
 
 Units: observations and returned actions are raw robot units; the model and base work in the shards' normalised
-units (training/transforms.py), so the policy normalises state in and un-normalises actions out.
+units (models/transforms.py), so the policy normalises state in and un-normalises actions out.
 
-Shape legend (data/schema.py): B batch, C chunk, T horizon, Da action dim, Ds state dim, V cameras, S image side.
+Shape legend (docs/architecture.md): B batch, C chunk, T horizon, Da action dim, Ds state dim, V cameras, S image side.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import ConfigError, SigmaError
 from sigma_vla.inference.adapter import AdapterConfig, adapt, risk_terms
-from sigma_vla.models.base_policy import BasePolicy, base_action_dict
-from sigma_vla.training.transforms import Normalizer
+from sigma_vla.models.action_triple import BASE_ACTION, ActionTriple
+from sigma_vla.models.base_policy import BasePolicy
+from sigma_vla.models.transforms import Normalizer
 
 MODES = ("base", "sigma", "sigma+adapter")
 
@@ -51,11 +52,12 @@ class PolicyConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
         if self.n_action_steps < 1:
-            raise ValueError(f"n_action_steps must be >= 1, got {self.n_action_steps}")
+            raise ConfigError(f"n_action_steps must be >= 1, got {self.n_action_steps}", field="n_action_steps")
         if self.temporal_ensemble < 0:
-            raise ValueError(f"temporal_ensemble must be >= 0, got {self.temporal_ensemble}")
+            raise ConfigError(f"temporal_ensemble must be >= 0, got {self.temporal_ensemble}",
+                              field="temporal_ensemble")
 
 
 @dataclass
@@ -130,17 +132,16 @@ class SigmaPolicy:
     def _sigma_chunk(self, batch: dict[str, Tensor], base_chunk: Tensor):
         out = self.model(batch, prev_memory=self.memory, telepathy=self.config.telepathy)  # eval, no grad
         self.memory = out.semantic_memory
-        base = base_action_dict(base_chunk, self.chunk_len)
-        bv, bc, bt = base["base_action_vector"], base["base_action_chunk"], base["base_action_trajectory"]
-        pv, pc, pt = bv + out.action_vector, bc + out.action_chunk, bt + out.action_trajectory  # TRAF composition
+        base = ActionTriple.from_chunk(base_chunk, self.chunk_len)
+        pred = base.plus(out.actions())  # TRAF composition: a = a_base + delta_a
         tau = out.telepathy_factors  # (1, Dt)
         tau_norm = float(tau.norm())
         if self.config.mode == "sigma":
-            ok = bool(torch.isfinite(pc).all())
-            return (pc if ok else bc), 1.0, {}, tau_norm, not ok
-        res = adapt(pv, pc, pt, bv, bc, bt, tau, out.action_conditions, self.config.adapter)
+            ok = bool(torch.isfinite(pred.chunk).all())
+            return (pred.chunk if ok else base.chunk), 1.0, {}, tau_norm, not ok
+        res = adapt(pred, base, tau, out.action_conditions, self.config.adapter)
         risk = {k: float(v[0]) for k, v in res.terms.items()}
-        return res.action_chunk, float(res.scale[0]), risk, tau_norm, bool(res.nonfinite[0])
+        return res.actions.chunk, float(res.scale[0]), risk, tau_norm, bool(res.nonfinite[0])
 
     # ---- the serving interface (sigma_vla.serving.protocol.ServedPolicy) ---------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -187,10 +188,10 @@ def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size
     for start in range(0, n, batch_size):
         batch = transform({k: v[start:min(start + batch_size, n)] for k, v in data.items()})
         out = model(batch)
-        base = base_action_dict(batch["base_action_trajectory"], out.action_chunk.shape[1])
-        bases = (base["base_action_vector"], base["base_action_chunk"], base["base_action_trajectory"])
-        preds = tuple(b + r for b, r in zip(bases, (out.action_vector, out.action_chunk, out.action_trajectory)))
-        terms = risk_terms(preds, bases, out.telepathy_factors, out.action_conditions, AdapterConfig())
+        stored = ActionTriple.from_batch(batch, BASE_ACTION).trajectory  # (B, T, Da)
+        base = ActionTriple.from_chunk(stored, out.action_chunk.shape[1])
+        terms = risk_terms(base.plus(out.actions()), base, out.telepathy_factors, out.action_conditions,
+                           AdapterConfig())
         taus.append(terms["tau_norm"])
         ratios.append(terms["ratio"])
     tau, ratio = torch.cat(taus), torch.cat(ratios)

@@ -13,7 +13,7 @@ Two choices where the paper leaves room, both so that "telepathy off" is *exactl
   tau_high pools the tau-conditioned streams: the action queries q_tau built from c_act(high_level_rep, tau), the
   modulated high_level_rep, and the vision tokens of the vision pass with tau (paper 4.2's second vision pass).
 
-Shape legend (data/schema.py): B batch, T horizon, C chunk, Da action dim, N tokens, Nq action queries, Ns state
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, N tokens, Nq action queries, Ns state
 tokens, D d_model, W action width, Dt tau dim.
 """
 
@@ -117,8 +117,10 @@ class ActionFusion(nn.Module):
         return w[0] * vec + w[1] * chunk[:, 0] + w[2] * traj[:, 0]  # (B, Da)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ActionResult:
+    """What the action workspace returns; keyword-only, so two chunk-shaped tensors cannot swap by position."""
+
     baseline_vector: Tensor  # (B, Da)
     baseline_chunk: Tensor  # (B, C, Da)
     baseline_trajectory: Tensor  # (B, T, Da)
@@ -182,5 +184,9 @@ class ActionWorkspace(nn.Module):
         streams = torch.cat([q_tau.mean(1), masked_mean(high_level_rep, mask), vision_tokens.mean(1)], -1)  # (B,W+2D)
         d_vec, d_chunk, d_traj = self.residual_head(self.tau_high(streams), tau)  # (B, Da), (B, C, Da), (B, T, Da)
         a_vec, a_chunk, a_traj = vec + d_vec, chunk + d_chunk, traj + d_traj
-        return ActionResult(vec, chunk, traj, d_vec, d_chunk, d_traj, a_vec, a_chunk, a_traj,
-                            self.fusion(a_vec, a_chunk, a_traj), c_act, c_base, q_tau, logits, traj_cond)
+        return ActionResult(
+            baseline_vector=vec, baseline_chunk=chunk, baseline_trajectory=traj,
+            residual_vector=d_vec, residual_chunk=d_chunk, residual_trajectory=d_traj,
+            action_vector=a_vec, action_chunk=a_chunk, action_trajectory=a_traj,
+            fused_action=self.fusion(a_vec, a_chunk, a_traj), action_conditions=c_act, baseline_conditions=c_base,
+            action_query_tokens=q_tau, vector_logits=logits, trajectory_condition=traj_cond)

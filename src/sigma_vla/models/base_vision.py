@@ -12,7 +12,7 @@ across the table. Three encoders, measured in docs/closed_loop.md:
 `random_shift` is DrQ's augmentation (Kostrikov et al. 2020): pad by `pad` pixels (edge replicated) and crop back
 at a random offset per sample, so the policy must read the block relative to the gripper, not to the frame.
 
-Shape legend (data/schema.py): B batch, S image side, K keypoints, N tokens, W width, g grid side.
+Shape legend (docs/architecture.md): B batch, S image side, K keypoints, N tokens, W width, g grid side.
 """
 
 from __future__ import annotations

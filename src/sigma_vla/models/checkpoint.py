@@ -1,4 +1,5 @@
-"""Model directories: `model.safetensors` + `config.json`, written atomically, read without pickle (DESIGN 3).
+"""Model directories: `model.safetensors` + `config.json`, written atomically, read without pickle
+(docs/architecture.md, "No pickle").
 
 Frozen weights that an installed package can rebuild exactly (the pretrained MiniLM) are left out of the file and
 restored by building the model from its config; the loader checks that nothing else is missing.

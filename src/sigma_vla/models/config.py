@@ -6,7 +6,7 @@ The default `SigmaConfig()` is the *embedded* model: the pretrained MiniLM backb
 so that a batch-1 forward stays under 30 ms (benchmarks/model.py). `SigmaConfig.tiny()` is for tests and
 `SigmaConfig.pi05_like()` is the pi0.5-sized shape (d_model 2048, 3 cameras, chunk 50) the benchmark measures.
 
-Shape legend (src/sigma_vla/data/schema.py): B batch, T horizon, C chunk, Da action dim, Ds state dim, N tokens,
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, Ds state dim, N tokens,
 D width, K semantic factors, V cameras, S image side, L text length.
 """
 
@@ -17,11 +17,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import ConfigError
 
-
-class ConfigError(SigmaError, ValueError):
-    """A configuration value that cannot work; the message names the field and the bad value."""
+__all__ = ["ActionConfig", "BackboneConfig", "ConfigError", "LanguageConfig", "SigmaConfig", "VisionConfig",
+           "config_from_dict"]
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
@@ -79,7 +78,7 @@ class BackboneConfig:
 class VisionConfig:
     """Cognitive vision workspace (paper 3.1): encoders, projector, perceiver resampler, state tokens, tau FiLM."""
 
-    num_cameras: int = 1  # V; the SO-101 simulator has one front camera (DESIGN 5). 0 = state-only
+    num_cameras: int = 1  # V; the SO-101 simulator has one front camera (docs/architecture.md). 0 = state-only
     image_size: int = 96  # S for fake batches and FLOP counts; the model accepts any multiple of patch_size
     patch_size: int = 16
     patch_dim: int = 128  # PatchEmbed conv channels before the projector (our choice)
@@ -172,7 +171,7 @@ class SigmaConfig:
     """The whole Sigma model. Dims that the data fixes (state_dim, action_dim, horizon, chunk, cameras) must match
     the shards' meta.json; the trainer copies them from there."""
 
-    state_dim: int = 14  # Ds; SO-101 simulator agent_pos (DESIGN 5)
+    state_dim: int = 14  # Ds; SO-101 simulator agent_pos (docs/architecture.md)
     action_dim: int = 4  # Da; simulator action [dx, dy, dz, grasp]
     horizon: int = 16  # T = horizon_T (paper 4.1)
     chunk: int = 8  # C (paper: not given; `sigma prep --chunk 8`)
@@ -264,11 +263,12 @@ class SigmaConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SigmaConfig:
-        return _from_dict(cls, data, prefix="")
+        return config_from_dict(cls, data, prefix="")
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Build a (nested) config dataclass from JSON data; an unknown key is an error that names it."""
+def config_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from JSON data (every typed config of the package: models' and training's);
+    an unknown key is a ConfigError that names it, tuples come back from JSON lists."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected an object, got {type(data).__name__}", field=prefix.rstrip(".") or "config")
     hints = typing.get_type_hints(cls)
@@ -280,7 +280,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _from_dict(hint, value, prefix=f"{prefix}{key}.")
+            kwargs[key] = config_from_dict(hint, value, prefix=f"{prefix}{key}.")
         elif typing.get_origin(hint) is tuple:
             kwargs[key] = tuple(value)
         else:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from sigma_vla.data.schema import BASE_ACTION_KEYS, SAMPLE_KEYS
+from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple
 from sigma_vla.models.config import SigmaConfig
 
 
@@ -30,9 +31,7 @@ def make_fake_batch(config: SigmaConfig, batch_size: int, seed: int = 0, with_ba
     batch: dict[str, Tensor] = {
         "vision_inputs": torch.randint(0, 256, (b, vc.num_cameras, 3, s, s), generator=g, dtype=torch.uint8),
         "robot_state": randn(b, config.state_dim),
-        "gt_action_vector": traj[:, 0].clone(),
-        "gt_action_chunk": traj[:, :c].clone(),
-        "gt_action_trajectory": traj,
+        **ActionTriple.from_chunk(traj, c).map(torch.clone).as_dict(GT_ACTION),  # (B, Da), (B, C, Da), (B, T, Da)
         "avg_action_l2": norms.mean(dim=1),
         "max_action_l2": norms.amax(dim=1),
         "episode_index": torch.arange(b, dtype=torch.long),
@@ -49,8 +48,7 @@ def make_fake_batch(config: SigmaConfig, batch_size: int, seed: int = 0, with_ba
         batch["audio"] = randn(b, vc.audio_mels, vc.audio_frames)
     if with_base_actions:
         base = traj + 0.3 * randn(b, t, da)  # a base that is close to, not equal to, the ground truth
-        batch.update({"base_action_vector": base[:, 0].clone(), "base_action_chunk": base[:, :c].clone(),
-                      "base_action_trajectory": base})
+        batch.update(ActionTriple.from_chunk(base, c).map(torch.clone).as_dict(BASE_ACTION))
         assert set(BASE_ACTION_KEYS) <= set(batch)
     return {k: v.to(device) for k, v in batch.items()}
 

@@ -7,7 +7,7 @@ summary heads c_env, c_beh, c_text; intent head z_intent = f(m_t, c_env, c_beh);
 telepathy projector tau = W_2 GELU(W_1 [m_t; z_intent; c_env; c_beh; z_pool; c_text] + b_1) + b_2;
 language modulator: double-gated bias modulation of hidden_sequence_base by tau -> high_level_rep.
 
-Shape legend (data/schema.py): B batch, N tokens, K semantic factors, D d_model, Dt tau dim.
+Shape legend (docs/architecture.md): B batch, N tokens, K semantic factors, D d_model, Dt tau dim.
 """
 
 from __future__ import annotations

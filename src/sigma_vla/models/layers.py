@@ -1,7 +1,7 @@
 """Small building blocks shared by the three workspaces: attention with a narrow inner width, MLPs, pre-LN
 transformer blocks, masked pooling and sinusoidal embeddings.
 
-Shape legend (data/schema.py): B batch, N tokens, M context tokens, D width, H heads, E head width.
+Shape legend (docs/architecture.md): B batch, N tokens, M context tokens, D width, H heads, E head width.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """`LeRobotPolicyBase`: any LeRobot policy (pi0.5, SmolVLA, ACT, Diffusion, ...) as Sigma's frozen base.
 
 Duck-typed: the wrapped object needs LeRobot's `predict_action_chunk(batch: dict[str, Tensor]) -> Tensor` (B, n, Da)
-and `reset()`; this module never imports lerobot (DESIGN 6: its releases pin an older torch). The user loads the
-policy (and, for LeRobot >= 0.4, its pre/post-processor pipelines) from a local directory and hands them over.
+and `reset()`; this module never imports lerobot (its releases pin an older torch; docs/architecture.md, "Native
+LeRobot formats"). The user loads the policy (and, for LeRobot >= 0.4, its pre/post-processor pipelines) from a
+local directory and hands them over.
 
 Key mapping, ours -> LeRobot's:
   vision_inputs (B, V, 3, S, S) uint8          -> observation.images.<camera> (B, 3, S, S) float32 in [0, 1]
@@ -10,7 +11,7 @@ Key mapping, ours -> LeRobot's:
   task strings (batch "task", or task_index)   -> task: list[str]
 and back: the policy's (raw) action chunk -> our normalised units (action_stats), cut to our horizon T.
 
-Shape legend (data/schema.py): B batch, T horizon, Da action dim, Ds state dim, V cameras, S image side.
+Shape legend (docs/architecture.md): B batch, T horizon, Da action dim, Ds state dim, V cameras, S image side.
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@
   3. vision pass with tau: FiLM(V_base, tau) -> the same block -> tau-modulated vision tokens;
   4. action: baseline branch (tau = 0), telepathy residuals, final actions = baseline + residual, fusion.
 
-Entry points (DESIGN 7): `forward(batch)` is pure (m_{t-1} = 0 unless given) and is what training calls;
-`sample_actions(obs)` is inference: eval mode, no grad, deterministic trajectory sampling, and the semantic memory
-carried from the previous call until `reset_memory()` (once per episode). Losses live in sigma_vla.training; the model
-exposes what they need (every intermediate of the paper in SigmaOutput, and `trajectory_flow_loss` for path C).
+Entry point: `forward(batch, prev_memory)` is pure (m_{t-1} = 0 unless given) and holds no episode state, so one
+model can serve many robots at once; the episode's memory lives in inference.SigmaPolicy (docs/architecture.md,
+"Memory belongs to an episode"). In eval mode path C samples deterministically (the prior mean unless noise is
+given). Losses live in sigma_vla.training; the model exposes what they need (every intermediate of the paper in
+SigmaOutput, and `trajectory_flow_loss` for path C).
 
-Shape legend (data/schema.py): B batch, T horizon, C chunk, Da action dim, N tokens, L text length, N_v vision
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, N tokens, L text length, N_v vision
 tokens, N_s state tokens, D d_model, K semantic factors, Dt tau dim, W action width.
 """
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigma_vla.models.action import ActionWorkspace
+from sigma_vla.models.action_triple import ActionTriple
 from sigma_vla.models.backbone import Backbone, build_backbone
 from sigma_vla.models.checkpoint import load_state_checked, read_model_dir, save_model_dir
 from sigma_vla.models.config import SigmaConfig
@@ -37,10 +39,11 @@ from sigma_vla.models.vision import VisionWorkspace
 CHECKPOINT_KIND = "sigma-vla/SigmaModel"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SigmaOutput:
     """Everything one forward produces. Final actions are baseline + residual; with telepathy off they equal the
-    baseline exactly. All actions are in the model's (normalised) units; TRAF adds the offline base action on top."""
+    baseline exactly. All actions are in the model's (normalised) units; TRAF adds the offline base action on top.
+    Keyword-only: several fields share a shape and would swap silently by position."""
 
     action_vector: Tensor  # (B, Da) a_vec^tau
     action_chunk: Tensor  # (B, C, Da)
@@ -73,9 +76,9 @@ class SigmaOutput:
     vector_logits: Tensor  # (B, Da, bins) path A action tokens (baseline branch)
     trajectory_condition: TrajectoryCondition  # path C conditioning, for trajectory_flow_loss
 
-    def actions(self) -> dict[str, Tensor]:
-        """The three final actions under the shard key names' suffixes: vector, chunk, trajectory."""
-        return {"vector": self.action_vector, "chunk": self.action_chunk, "trajectory": self.action_trajectory}
+    def actions(self) -> ActionTriple:
+        """The three final actions a^tau (what TRAF adds to the base's offline actions)."""
+        return ActionTriple(self.action_vector, self.action_chunk, self.action_trajectory)
 
     def detach(self) -> SigmaOutput:
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -99,7 +102,6 @@ class SigmaModel(nn.Module):
             proj = torch.randn(config.language.num_commands, config.d_model, generator=g) / config.d_model**0.5
             self.register_buffer("command_projection", proj)  # (num_commands, D)
         self.telepathy = config.telepathy
-        self._memory: Tensor | None = None  # m_{t-1} carried by sample_actions across a rollout
 
     # ---- forward ---------------------------------------------------------------------------------------------------
 
@@ -124,14 +126,17 @@ class SigmaModel(nn.Module):
         act = self.action(hidden, high, mask, state_tokens, vision_tau, tau, noise)
         text_pool, vision_pool = masked_mean(text, text_mask), vision0.mean(dim=1)  # (B, D) each
         return SigmaOutput(
-            act.action_vector, act.action_chunk, act.action_trajectory,
-            act.baseline_vector, act.baseline_chunk, act.baseline_trajectory,
-            act.residual_vector, act.residual_chunk, act.residual_trajectory, act.fused_action,
-            tau, high, mask, act.action_conditions, act.baseline_conditions, act.action_query_tokens,
-            sem.semantic_factors, sem.z_pool, sem.semantic_memory, sem.prev_memory, sem.intent,
-            sem.env_context, sem.behavior_summary, sem.text_summary,
-            text_pool, vision_pool, 0.5 * (text_pool + vision_pool), vision_tau,
-            act.vector_logits, act.trajectory_condition,
+            action_vector=act.action_vector, action_chunk=act.action_chunk, action_trajectory=act.action_trajectory,
+            baseline_vector=act.baseline_vector, baseline_chunk=act.baseline_chunk,
+            baseline_trajectory=act.baseline_trajectory, residual_vector=act.residual_vector,
+            residual_chunk=act.residual_chunk, residual_trajectory=act.residual_trajectory,
+            fused_action=act.fused_action, telepathy_factors=tau, high_level_rep=high, hidden_mask=mask,
+            action_conditions=act.action_conditions, baseline_conditions=act.baseline_conditions,
+            action_query_tokens=act.action_query_tokens, semantic_factors=sem.semantic_factors, z_pool=sem.z_pool,
+            semantic_memory=sem.semantic_memory, prev_memory=sem.prev_memory, intent=sem.intent,
+            env_context=sem.env_context, behavior_summary=sem.behavior_summary, text_summary=sem.text_summary,
+            text_pool=text_pool, vision_pool=vision_pool, text_vision_pool=0.5 * (text_pool + vision_pool),
+            vision_tokens=vision_tau, vector_logits=act.vector_logits, trajectory_condition=act.trajectory_condition,
         )
 
     def _text_tokens(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -152,29 +157,7 @@ class SigmaModel(nn.Module):
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()  # (B, L)
         return self.backbone.embed_text(ids), mask  # (B, L, D), (B, L)
 
-    # ---- inference and what the losses need -----------------------------------------------------------------------
-
-    @torch.no_grad()
-    def sample_actions(self, obs: dict[str, Any], telepathy: bool | None = None,
-                       noise: Tensor | None = None) -> SigmaOutput:
-        """Inference step of a rollout: eval mode, deterministic path C sampling (prior mean unless noise is given),
-        m_{t-1} = the memory this method stored last call (zeros after reset_memory())."""
-        was_training = self.training
-        self.eval()
-        try:
-            b = _batch_size(obs)
-            if self._memory is not None and self._memory.shape[0] != b:
-                raise ValueError(f"carried semantic memory has batch {self._memory.shape[0]}, obs has {b}: "
-                                 "call reset_memory() at the start of each episode / batch of episodes")
-            out = self.forward(obs, prev_memory=self._memory, telepathy=telepathy, noise=noise)
-            self._memory = out.semantic_memory.detach()
-            return out
-        finally:
-            self.train(was_training)
-
-    def reset_memory(self) -> None:
-        """Forget the semantic memory (m_0 = 0): call once per episode."""
-        self._memory = None
+    # ---- what the losses need ------------------------------------------------------------------------------------
 
     def trajectory_flow_loss(self, out: SigmaOutput, target: Tensor, noise: Tensor | None = None,
                              time: Tensor | None = None) -> Tensor:
@@ -220,6 +203,3 @@ def _regions(text_mask: Tensor, n_vision: int, n_state: int) -> tuple[Tensor, di
     in_state = (pos >= n_text + n_vision).expand(b, -1)  # (B, N)
     return mask, {"all": mask, "text": mask & in_text, "vision": in_vision, "state": in_state}
 
-
-def _batch_size(obs: dict[str, Any]) -> int:
-    return int(obs["robot_state"].shape[0])

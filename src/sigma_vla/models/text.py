@@ -5,7 +5,7 @@ embedding table). The embedded backbone and the tiny test BERT share MiniLM's Wo
 Shards store a task_index per sample and the task strings once in meta.json, so `TaskTokens` tokenizes every task
 once and gathers rows per batch.
 
-Shape legend (data/schema.py): B batch, L text length.
+Shape legend (docs/architecture.md): B batch, L text length.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ evaluation is deterministic. How the output enters training: SigmaModel's forwar
 like paths A and B; `flow_loss` is the generative objective that trains D_traj to denoise (a diffusion / flow head is
 trained by velocity regression, not only by the MSE of one sample); the trainer adds both.
 
-Shape legend (data/schema.py): B batch, T horizon, Da action dim, M context tokens, W action width, D d_model.
+Shape legend (docs/architecture.md): B batch, T horizon, Da action dim, M context tokens, W action width, D d_model.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ V_mod = V_base + exp(mod_log_scale) (V_film - V_base); modulated vision block (s
 V_base and the state tokens do not depend on tau, so SigmaModel computes them once and runs only the FiLM and the
 block twice (paper 4.2: a vision pass without tau, then one with tau).
 
-Shape legend (data/schema.py): B batch, V cameras, S image side, N_f feature tokens, N_v vision tokens, N_s state
+Shape legend (docs/architecture.md): B batch, V cameras, S image side, N_f feature tokens, N_v vision tokens, N_s state
 tokens, D d_model, P patch features, Dt tau dim, Ds state dim.
 """
 

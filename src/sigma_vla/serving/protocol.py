@@ -2,7 +2,8 @@
 
 The server never trusts the client (sigma_vla.wire checks every observation) and checks the policy too: the
 metadata it announces must be complete, and its actions must be a finite float32 (n, Da) chunk, because a
-controller must never receive a non-finite command (DESIGN 2, adapter) even from a buggy policy.
+controller must never receive a non-finite command, even from a buggy policy (docs/architecture.md, "Non-finite
+commands never reach a controller").
 """
 
 from __future__ import annotations

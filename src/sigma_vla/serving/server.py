@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from sigma_vla.errors import ConfigError
 from sigma_vla.serving.admission import RawHandshakeConnection, Slots, token_accepted
 from sigma_vla.serving.fair import FairModelThread
 from sigma_vla.serving.protocol import PolicyFactory, ServedPolicy, check_metadata, check_result, versions
@@ -76,21 +77,25 @@ class ServerConfig:
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
+            raise ConfigError(f"port must be in 0..65535, got {self.port}", field="port")
         if self.token is not None and not self.token.strip():
-            raise ValueError("token must be a non-empty string (or None for no authentication)")
+            raise ConfigError("token must be a non-empty string (or None for no authentication)", field="token")
         if self.max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
+            raise ConfigError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}",
+                              field="max_message_bytes")
         if self.hard_limit_factor < 1.0:
-            raise ValueError(f"hard_limit_factor must be >= 1, got {self.hard_limit_factor}")
+            raise ConfigError(f"hard_limit_factor must be >= 1, got {self.hard_limit_factor}",
+                              field="hard_limit_factor")
         if min(self.max_instruction_chars, self.max_connections, self.max_queue) < 1:
-            raise ValueError(f"max_instruction_chars, max_connections and max_queue must be >= 1, got "
-                             f"{self.max_instruction_chars}, {self.max_connections}, {self.max_queue}")
+            raise ConfigError(f"max_instruction_chars, max_connections and max_queue must be >= 1, got "
+                              f"{self.max_instruction_chars}, {self.max_connections}, {self.max_queue}",
+                              field="max_connections")
         if not min(self.idle_timeout, self.evict_idle_after, self.fair_half_life) > 0:
-            raise ValueError(f"idle_timeout, evict_idle_after and fair_half_life must be > 0, got "
-                             f"{self.idle_timeout}, {self.evict_idle_after}, {self.fair_half_life}")
+            raise ConfigError(f"idle_timeout, evict_idle_after and fair_half_life must be > 0, got "
+                              f"{self.idle_timeout}, {self.evict_idle_after}, {self.fair_half_life}",
+                              field="idle_timeout")
         if self.token is not None and self.token != self.token.strip():
-            raise ValueError("token must not start or end with whitespace (HTTP drops it from headers)")
+            raise ConfigError("token must not start or end with whitespace (HTTP drops it from headers)", field="token")
 
     @property
     def hard_limit_bytes(self) -> int:

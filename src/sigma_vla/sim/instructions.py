@@ -1,4 +1,4 @@
-"""Named goal zones on the table and the instructions that name them (DESIGN 3, "Language that matters").
+"""Named goal zones on the table and the instructions that name them (docs/architecture.md, "Language that matters").
 
 In the simulator the goal marker is invisible to the camera, so the instruction is the only source of where
 the block goes. Goals are drawn from six named zones (near/far x left/centre/right); each zone has paraphrase
@@ -33,7 +33,7 @@ Kind = Literal["explicit", "implicit"]
 KINDS: tuple[Kind, ...] = ("explicit", "implicit")
 
 # The base policy is trained with this instruction: it names no zone, the way an untuned base does not know
-# the user's unspoken intent (DESIGN 3).
+# the user's unspoken intent (docs/architecture.md, "Language that matters").
 GENERIC_INSTRUCTION = "pick up the block and place it at the goal"
 GENERIC_KIND = "generic"
 

@@ -1,4 +1,5 @@
-"""`sigma record`: scripted-expert SO-101 pick-and-place demonstrations -> LeRobot v3.0 (DESIGN 1.1).
+"""`sigma record`: scripted-expert SO-101 pick-and-place demonstrations -> LeRobot v3.0 (docs/architecture.md,
+"The embedded simulator").
 
 Episode attempt i uses seed `episode_seed(seed, i)`; from it alone come the zone and the instruction (our
 RNG), the block position (the env's RNG) and the goal inside the zone (SO101Sim), so an episode is
@@ -7,7 +8,8 @@ reproducible from its recorded `sigma/seed`, and the output is identical for any
 discarded.
 
 Instructions are drawn from all templates of the zone, held-out ones included: every episode carries
-`sigma/held_out`, and the training split must exclude held-out episodes (DESIGN 3) while evaluation uses them.
+`sigma/held_out`, and the training split must exclude held-out episodes while evaluation uses them
+(docs/architecture.md, "Honest evaluation").
 """
 
 from __future__ import annotations

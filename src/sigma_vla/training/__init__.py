@@ -7,12 +7,16 @@ Public API:
 - config: TrainConfig, TrafConfig, TsacConfig; registry: EXPERIMENTS, get_experiment, model_config_for
 - run: train_sigma (`sigma train`), finetune_base (`sigma train --finetune-base`, the control group)
 - trainer: train, TrainResult, NonFiniteLossError; tasks: SigmaTask, BaseFinetuneTask
-- transforms: BatchTransform, Normalizer; logs: plot_losses (`sigma plot-losses`), TABLE1_COLUMNS
+- logs: TABLE1_COLUMNS (the loss plot of `sigma plot-losses` is evaluation.loss_plot)
+
+Normalisation and the batch transform live in sigma_vla.models.transforms, the action triple and the per-sample MSE
+in sigma_vla.models.action_triple: inference and evaluation share them without importing training
+(docs/architecture.md, Layers).
 """
 
 from sigma_vla.training.config import TrafConfig, TrainConfig, TsacConfig
 from sigma_vla.training.curriculum import CurriculumConfig, LinearRamp, curriculum_weights
-from sigma_vla.training.logs import TABLE1_COLUMNS, plot_losses
+from sigma_vla.training.logs import TABLE1_COLUMNS
 from sigma_vla.training.losses import (
     ActionTriple,
     hard_set,
@@ -29,12 +33,11 @@ from sigma_vla.training.registry import EXPERIMENTS, get_experiment, model_confi
 from sigma_vla.training.run import finetune_base, train_sigma
 from sigma_vla.training.tasks import BaseFinetuneTask, SigmaTask
 from sigma_vla.training.trainer import NonFiniteLossError, TrainResult, train
-from sigma_vla.training.transforms import BatchTransform, Normalizer
 
 __all__ = [
-    "EXPERIMENTS", "TABLE1_COLUMNS", "ActionTriple", "BaseFinetuneTask", "BatchTransform", "CurriculumConfig",
-    "LinearRamp", "NonFiniteLossError", "Normalizer", "SigmaTask", "TrafConfig", "TrainConfig", "TrainResult",
+    "EXPERIMENTS", "TABLE1_COLUMNS", "ActionTriple", "BaseFinetuneTask", "CurriculumConfig",
+    "LinearRamp", "NonFiniteLossError", "SigmaTask", "TrafConfig", "TrainConfig", "TrainResult",
     "TsacConfig", "curriculum_weights", "finetune_base", "get_experiment", "hard_set", "info_nce", "l_intent",
-    "l_sem", "l_tau", "l_time", "model_config_for", "per_sample_mse", "plot_losses", "tau_rms", "train",
+    "l_sem", "l_tau", "l_time", "model_config_for", "per_sample_mse", "tau_rms", "train",
     "traf_loss", "train_sigma",
 ]

@@ -1,7 +1,8 @@
 """Typed training configs: TRAF (4.2.1), TSAC (4.2.2) and the trainer (4.2), with JSON round trips.
 
 Defaults are the paper's where it gives them (rho 0.3, Table 1's curriculum); the rest are our choices, commented.
-A run directory stores its `train_config.json`, so a resumed run checks it continues the same experiment.
+A run directory stores its `train_config.json`, so a resumed run checks it continues the same experiment. A bad
+value is a ConfigError naming the field (one error type for every config, models' and training's).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.models.config import ConfigError, config_from_dict
 from sigma_vla.training.curriculum import PAPER_RAMP_STEPS, CurriculumConfig
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -28,12 +29,12 @@ class TrafConfig:
 
     def __post_init__(self) -> None:
         if len(self.alphas) != 3 or min(self.alphas) < 0:
-            raise ValueError(f"traf alphas must be three weights >= 0, got {self.alphas}")
+            raise ConfigError(f"traf alphas must be three weights >= 0, got {self.alphas}", field="traf.alphas")
         if not 0.0 <= self.rho <= 1.0:
-            raise ValueError(f"traf rho must be in [0, 1], got {self.rho}")
+            raise ConfigError(f"traf rho must be in [0, 1], got {self.rho}", field="traf.rho")
         for name in ("lambda_hard", "flow_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"traf {name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"traf {name} must be >= 0, got {getattr(self, name)}", field=f"traf.{name}")
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ class TsacConfig:
     def __post_init__(self) -> None:
         for name in ("beta_mi", "tau_0", "lambda_collapse", "eta_var"):
             if getattr(self, name) < 0:
-                raise ValueError(f"tsac {name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"tsac {name} must be >= 0, got {getattr(self, name)}", field=f"tsac.{name}")
         if self.temperature <= 0:
-            raise ValueError(f"tsac temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"tsac temperature must be > 0, got {self.temperature}", field="tsac.temperature")
         if self.memory not in ("episode", "none"):
-            raise ValueError(f"tsac memory must be 'episode' or 'none', got {self.memory!r}")
+            raise ConfigError(f"tsac memory must be 'episode' or 'none', got {self.memory!r}", field="tsac.memory")
 
 
 @dataclass(frozen=True)
@@ -96,24 +97,28 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "max_nonfinite"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"train {name} must be >= 1, got {getattr(self, name)}", field=name)
         for name in ("warmup_steps", "checkpoint_every", "val_every", "val_batches", "keep_last", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"train {name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"train {name} must be >= 0, got {getattr(self, name)}", field=name)
         if not 0 < self.lr < float("inf"):  # NaN fails this too
-            raise ValueError(f"train lr must be > 0 and finite, got {self.lr}")
+            raise ConfigError(f"train lr must be > 0 and finite, got {self.lr}", field="lr")
         if self.seed < 0:  # numpy's generators refuse negative seeds, and a seed is a count of runs anyway
-            raise ValueError(f"train seed must be >= 0, got {self.seed}")
+            raise ConfigError(f"train seed must be >= 0, got {self.seed}", field="seed")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+            raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}",
+                              field="mixed_precision")
         if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+            raise ConfigError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}", field="trainable")
         if self.schedule_steps is not None and self.schedule_steps < 1:
-            raise ValueError(f"train schedule_steps must be >= 1 or None, got {self.schedule_steps}")
+            raise ConfigError(f"train schedule_steps must be >= 1 or None, got {self.schedule_steps}",
+                              field="schedule_steps")
         if self.ramp_fraction is not None and not 0.0 <= self.ramp_fraction <= 1.0:
-            raise ValueError(f"ramp_fraction must be in [0, 1] or None, got {self.ramp_fraction}")
+            raise ConfigError(f"ramp_fraction must be in [0, 1] or None, got {self.ramp_fraction}",
+                              field="ramp_fraction")
         if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+            raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}",
+                              field="lr_schedule")
 
     @property
     def planned_steps(self) -> int:
@@ -137,14 +142,4 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of to_dict (JSON turns tuples into lists; nested configs come back typed)."""
-        data = dict(data)
-        tsac = dict(data.pop("tsac", {}))
-        curriculum = {k: tuple(v) if isinstance(v, list) else v for k, v in tsac.pop("curriculum", {}).items()}
-        traf = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("traf", {}).items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise SigmaError(f"unknown train config keys {sorted(unknown)}", field="train_config")
-        tsac_cfg = TsacConfig(**tsac, curriculum=CurriculumConfig(**curriculum))
-        return cls(**data, traf=TrafConfig(**traf), tsac=tsac_cfg)
-
+        return config_from_dict(cls, data)

@@ -2,12 +2,14 @@
 
 Early steps are then mostly action regression; semantic, intent and tau alignment strengthen later. Table 1's weight
 columns are reproduced exactly by a ramp of 82 steps (w_sem at step 10: 0.1 + 0.9 * 10/82 = 0.210; step 80: 0.978;
-1.000 from step 82 on), which is `PAPER_RAMP_STEPS`; DESIGN.md calls it "about 90".
+1.000 from step 82 on), which is `PAPER_RAMP_STEPS` (Table 1 shows every weight at its target by step 90).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from sigma_vla.models.config import ConfigError
 
 PAPER_RAMP_STEPS = 82
 
@@ -42,11 +44,13 @@ class CurriculumConfig:
 
     def __post_init__(self) -> None:
         if self.ramp_steps < 0:
-            raise ValueError(f"curriculum ramp_steps must be >= 0, got {self.ramp_steps}")
+            raise ConfigError(f"curriculum ramp_steps must be >= 0, got {self.ramp_steps}",
+                              field="tsac.curriculum.ramp_steps")
         for name in ("w_sem", "w_int", "w_tau"):
             pair = getattr(self, name)
             if len(pair) != 2 or min(pair) < 0:
-                raise ValueError(f"curriculum {name} must be (start, target) with both >= 0, got {pair}")
+                raise ConfigError(f"curriculum {name} must be (start, target) with both >= 0, got {pair}",
+                                  field=f"tsac.curriculum.{name}")
 
 
 def curriculum_weights(config: CurriculumConfig, step: int) -> dict[str, float]:

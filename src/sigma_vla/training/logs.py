@@ -1,5 +1,5 @@
-"""Training logs: RUN/train_log.csv with Table 1's columns (paper 4.4), RUN/val_log.csv, optional TensorBoard, and
-the loss-dynamics plot behind `sigma plot-losses RUN`.
+"""Training logs: RUN/train_log.csv with Table 1's columns (paper 4.4), RUN/val_log.csv and optional TensorBoard.
+The loss-dynamics plot behind `sigma plot-losses RUN` reads them (evaluation/loss_plot.py).
 
 Column meanings (our log): `L_act` is the all-sample action loss of 4.2.1 and `L_act_hard` the same loss on the hard
 set H; `L_act_total` = L_act + lambda_hard * L_act_hard. The paper's Table 1 column named L_act matches our
@@ -14,7 +14,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sigma_vla.errors import SigmaError
+from sigma_vla.outdir import TRAIN_LOG, VAL_LOG, read_csv
+
+__all__ = ["TABLE1_COLUMNS", "TRAIN_COLUMNS", "TRAIN_LOG", "VAL_COLUMNS", "VAL_LOG", "CsvLog", "TensorBoardLog",
+           "read_csv"]
 
 TABLE1_COLUMNS = ["step", "loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_hard", "w_sem", "w_int", "w_tau",
                   "hard_ratio", "tau_rms"]
@@ -23,7 +26,6 @@ TABLE1_COLUMNS = ["step", "loss", "L_act", "L_sem", "L_int", "L_tau", "L_act_har
 TRAIN_COLUMNS = TABLE1_COLUMNS + ["lr", "samples_per_s", "L_act_total", "L_flow", "L_time", "L_mi", "mse_vector",
                                   "mse_chunk", "mse_trajectory", "epoch"]
 VAL_COLUMNS = ["step", "val_loss", "val_L_act", "val_mse_vector", "val_mse_chunk", "val_mse_trajectory"]
-TRAIN_LOG, VAL_LOG, PLOT_FILE = "train_log.csv", "val_log.csv", "loss_dynamics.png"
 
 
 class CsvLog:
@@ -55,11 +57,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 class TensorBoardLog:
     """Scalars to RUN/tensorboard when `tensorboard` is importable; otherwise a no-op (it is optional)."""
 
@@ -82,54 +79,3 @@ class TensorBoardLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def _column(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    for r in rows:
-        if r.get(key) not in (None, ""):
-            xs.append(float(r["step"]))
-            ys.append(float(r[key]))
-    return xs, ys
-
-
-def plot_losses(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Four panels of the loss dynamics (Table 1 as curves): action losses and val loss, TSAC terms, curriculum
-    weights, tau_rms and hard_ratio. Returns the PNG path (default RUN/loss_dynamics.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    if not (run_dir / TRAIN_LOG).exists():
-        raise SigmaError("no training log here (run `sigma train` first)", file=run_dir / TRAIN_LOG)
-    rows = read_csv(run_dir / TRAIN_LOG)
-    if not rows:
-        raise SigmaError("the training log has no rows yet", file=run_dir / TRAIN_LOG)
-    val = read_csv(run_dir / VAL_LOG) if (run_dir / VAL_LOG).exists() else []
-    panels = [
-        ("action loss", [(rows, "loss"), (rows, "L_act"), (rows, "L_act_hard"), (val, "val_loss")], True),
-        ("TSAC terms", [(rows, "L_sem"), (rows, "L_int"), (rows, "L_tau")], False),
-        ("curriculum weights", [(rows, "w_sem"), (rows, "w_int"), (rows, "w_tau")], False),
-        ("telepathy", [(rows, "tau_rms"), (rows, "hard_ratio")], False),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for ax, (title, series, log_y) in zip(axes.flat, panels):
-        for source, key in series:
-            xs, ys = _column(source, key)
-            if xs:
-                ax.plot(xs, ys, label=key, marker="o" if len(xs) < 20 else None)
-        if log_y and all(y > 0 for s, k in series for y in _column(s, k)[1]):
-            ax.set_yscale("log")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"Loss dynamics: {run_dir.name}")
-    fig.tight_layout()
-    out = Path(out) if out else run_dir / PLOT_FILE
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out

@@ -4,7 +4,9 @@ TRAF (4.2.1, Telepathic Residual Action Focusing): action regression at three ti
 hardest rho fraction of the batch. TSAC (4.2.2, Telepathic Semantic Alignment Curriculum): the semantic, intent and
 telepathy-factor terms whose weights `curriculum.py` ramps up.
 
-Shape legend (schema.py): B batch, T horizon, C chunk, Da action dim, D width, K semantic factors.
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, D width, K semantic factors.
+
+The action triple and the masked per-sample MSE live in models/action_triple.py (evaluation reports the same MSE).
 
 Masks: every function takes an optional mask where True (or 1) marks a real element. A mask may cover a prefix of
 the tensor's dims ((B,), (B, T), (B, T, Da)) and is broadcast over the trailing dims. A masked element never enters
@@ -15,50 +17,15 @@ mean and the hard-set ranking.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sigma_vla.models.action_triple import SCALES, ActionTriple, per_sample_mse, per_sample_sse
 
-class ActionTriple(NamedTuple):
-    """The three action time scales of paper 3.3 (path A, B, C), in this order everywhere."""
-
-    vector: Tensor  # (B, Da)
-    chunk: Tensor  # (B, C, Da)
-    trajectory: Tensor  # (B, T, Da)
-
-
-SCALES = ("vector", "chunk", "trajectory")
-
-
-# ---------------------------------------------------------------------------------------------------------- masks
-def _expand_mask(mask: Tensor | None, like: Tensor) -> Tensor:
-    """A prefix mask ((B,), (B, T), ...) -> bool mask of `like`'s shape (True = real element)."""
-    if mask is None:
-        return torch.ones_like(like, dtype=torch.bool)
-    if mask.shape != like.shape[: mask.dim()]:
-        raise ValueError(f"mask shape {tuple(mask.shape)} is not a prefix of tensor shape {tuple(like.shape)}")
-    mask = mask.to(dtype=torch.bool, device=like.device)
-    return mask.reshape(*mask.shape, *([1] * (like.dim() - mask.dim()))).expand_as(like)
-
-
-def per_sample_sse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per-sample sum of squared errors over real elements and their count: (B, ...) -> (B,), (B,).
-
-    torch.where (not multiplication) keeps NaN or inf padding out of the sum."""
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-    m = _expand_mask(mask, pred)  # (B, ...)
-    sq = torch.where(m, (pred.float() - target.float()) ** 2, torch.zeros((), device=pred.device))
-    return sq.flatten(1).sum(1), m.flatten(1).sum(1).to(sq.dtype)  # (B,), (B,)
-
-
-def per_sample_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """MSE_i of paper 4.2.1: per-sample mean over real elements, (B, ...) -> (B,); 0 for a fully masked sample."""
-    sse, n = per_sample_sse(pred, target, mask)
-    return sse / n.clamp_min(1.0)  # (B,)
+__all__ = ["SCALES", "ActionTriple", "final_actions", "hard_set", "hard_set_size", "info_nce", "l_intent", "l_sem",
+           "l_tau", "l_time", "per_sample_mse", "per_sample_sse", "pooled_mse", "tau_rms", "traf_loss"]
 
 
 def pooled_mse(sse: Tensor, count: Tensor, select: Tensor | None = None) -> Tensor:
@@ -97,9 +64,7 @@ def hard_set(difficulty: Tensor, rho: float, valid: Tensor | None = None) -> Ten
 
 def final_actions(output: ActionTriple, base: ActionTriple | None) -> ActionTriple:
     """Paper 4.2.1: a = a_base + delta_a when the shards carry the base's offline actions, else a = delta_a."""
-    if base is None:
-        return output
-    return ActionTriple(*(o + b.to(o.dtype) for o, b in zip(output, base)))
+    return output if base is None else output.plus(base)
 
 
 def traf_loss(

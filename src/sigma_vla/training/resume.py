@@ -20,7 +20,7 @@ from typing import Any
 from sigma_vla.errors import SigmaError
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
-from sigma_vla.training.launch import process_state
+from sigma_vla.training.distributed import process_state
 
 # Settings that do not change what is trained: free to differ on resume.
 FREE = ("checkpoint_every", "keep_last", "val_every", "val_batches", "log_every", "max_nonfinite",

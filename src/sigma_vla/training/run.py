@@ -1,30 +1,35 @@
-"""Assemble a training run from a shard directory and a named experiment: the Sigma run (paper 4.2) and the
-fine-tuned base control group (DESIGN 3: same train split, same loop, same step budget).
+"""Assemble a training run from a shard directory: the Sigma run (paper 4.2), the embedded base (`sigma train-base`)
+and the fine-tuned base control group (docs/architecture.md, "Honest evaluation": same train split, same loop, same
+step budget). The two base runs share one path through the trainer (`_fit_base_policy`).
 
 RUN/ holds: run.json (what was trained on what), train_config.json, param_report.json, train_log.csv, val_log.csv,
 checkpoints/step_XXXXXX/, model/ (the final model: model.safetensors + config.json), summary.json, tensorboard/.
+A `train-base` directory is itself a base-policy directory (model files copied up) with base_info.json.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.models.base_actions import meta_dims
+from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
-from sigma_vla.training.launch import process_state
+from sigma_vla.training.distributed import process_state
 from sigma_vla.training.registry import get_experiment, model_config_for
 from sigma_vla.training.resume import run_settings
 from sigma_vla.training.tasks import BaseFinetuneTask, SigmaTask
 from sigma_vla.training.trainer import TrainResult, train
-from sigma_vla.training.transforms import BatchTransform
 
 RUN_FILE = "run.json"
+BASE_INFO = "base_info.json"
 
 
 def load_splits(shards: Path) -> tuple[Any, Any | None, dict]:
@@ -51,14 +56,11 @@ def check_task_index(task_index: torch.Tensor | None, tasks: list[str], shards: 
 
 
 def resolve_config(name: str, overrides: dict[str, Any], resume_dir: Path | None = None) -> TrainConfig:
-    """The experiment's TrainConfig with CLI overrides (None = keep); bad values become one-line SigmaErrors. On
-    resume the run's own settings (RUN/train_config.json) come first, so `--resume` alone continues the run as it
+    """The experiment's TrainConfig with CLI overrides (None = keep); a bad value is a ConfigError naming the field.
+    On resume the run's own settings (RUN/train_config.json) come first, so `--resume` alone continues the run as it
     was started and an option given is compared with them by the trainer (resume.py)."""
-    try:
-        base = (run_settings(resume_dir) if resume_dir is not None else None) or get_experiment(name).train
-        return base.replace(**overrides)
-    except ValueError as err:
-        raise SigmaError(str(err), field="train config") from err
+    base = (run_settings(resume_dir) if resume_dir is not None else None) or get_experiment(name).train
+    return base.replace(**overrides)
 
 
 def check_run_dir(out: Path, kind: str, identity: dict[str, Any], resume: bool) -> None:
@@ -134,11 +136,51 @@ def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "de
     base = TinyBasePolicy.from_pretrained(base_dir)
     if task_text:
         base.config.instruction = None  # read the batch's text tokens (saved so in RUN/model/config.json)
-    chunk = int((meta.get("params") or {}).get("chunk", base.horizon))
     identity = {"kind": "base", "experiment": experiment, "shards": str(shards.resolve()),
                 "base": str(Path(base_dir).resolve()), "task_text": task_text}
     check_run_dir(out, "base", identity, resume)
-    task = BaseFinetuneTask(base, config, BatchTransform.from_meta(meta, base.config.text_max_len), chunk)
     _write_run_file(out, identity)
-    return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after,
-                 extend_steps=extend_steps)
+    return _fit_base_policy(base, meta, config, train_ds, val_ds, out, resume=resume, progress=progress,
+                            stop_after=stop_after, extend_steps=extend_steps)
+
+
+def train_base(shards: Path, out: Path, instruction: str | None, split: str = "base", steps: int = 2000,
+               batch_size: int = 64, lr: float = 2e-3, seed: int = 0, resume: bool = False, progress: bool = True,
+               model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`sigma train-base`: a TinyBasePolicy on one split of SHARDS (by default the `base` episodes, disjoint from
+    Sigma's splits), reading the one `instruction` (None: each window's own task text; the demo passes
+    sim.instructions.GENERIC_INSTRUCTION), then frozen. model_options override TinyBaseConfig fields (vision, ...).
+    Returns base_info.json's record: split, samples, steps, instruction, shards, last_loss."""
+    from sigma_vla.data.shards import ShardDataset
+    from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
+
+    shards, out = Path(shards), Path(out)
+    data = ShardDataset(shards, split)
+    if len(data) == 0:
+        raise SigmaError(f"split '{split}' has no windows: prep with a base share (e.g. --split "
+                         "train:0.6,val:0.1,test:0.1,base:0.2) or pass --split train", file=shards, field="--split")
+    meta = data.meta
+    config = TinyBaseConfig(state_dim=int(meta["state_dim"]), action_dim=int(meta["action_dim"]),
+                            horizon=meta_dims(meta)[0], num_cameras=len(meta.get("cameras") or []),
+                            instruction=instruction, **(model_options or {}))
+    train_cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(20, steps // 10),
+                            checkpoint_every=max(1, steps // 2), keep_last=1, val_every=0, seed=seed)
+    torch.manual_seed(seed)
+    base = TinyBasePolicy(config)
+    claim_dir(out, "base")  # the one output rule: files that are not ours are refused and kept
+    result = _fit_base_policy(base, meta, train_cfg, data, None, out, resume=resume, progress=progress)
+    for name in ("model.safetensors", "config.json"):  # OUT/ itself is a base-policy directory
+        shutil.copy2(out / "model" / name, out / name)
+    last = result.history[-1].get("loss", float("nan")) if result.history else float("nan")
+    info = {"split": split, "samples": len(data), "steps": result.steps, "instruction": instruction,
+            "shards": str(shards.resolve()), "last_loss": float(last)}
+    atomic_write_text(out / BASE_INFO, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _fit_base_policy(base, meta: dict[str, Any], config: TrainConfig, train_ds, val_ds, out: Path,
+                     **train_options: Any) -> TrainResult:
+    """A base policy through the trainer (BaseFinetuneTask): `train_base` and the control group share this."""
+    chunk = meta_dims(meta)[1]
+    task = BaseFinetuneTask(base, config, BatchTransform.from_meta(meta, base.config.text_max_len), chunk)
+    return train(task, train_ds, val_ds, config, out, **train_options)

@@ -11,7 +11,7 @@ feeds it as m_{t-1} next time the episode comes up. The memory gate then learns 
 rollout, and L_time compares z_pool with the episode's memory; an episode's first window has no memory and leaves
 L_time (losses.l_time). Validation uses no memory (pure forward). The bank is checkpointed per rank.
 
-Shape legend (data/schema.py): B batch, T horizon, C chunk, Da action dim, D width, Dt tau dim.
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, D width, Dt tau dim.
 """
 
 from __future__ import annotations
@@ -21,14 +21,34 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple, has_actions
+from sigma_vla.models.base_policy import TINY_BASE_KIND
+from sigma_vla.models.checkpoint import load_state_checked, read_model_dir
+from sigma_vla.models.sigma import CHECKPOINT_KIND
+from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.training import losses
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.curriculum import curriculum_weights
-from sigma_vla.training.transforms import BASE_KEYS, BatchTransform, has_base_actions
 
 
-class SigmaTask:
+class ModelFiles:
+    """Model files of a task (a model directory of models/checkpoint.py), shared by both tasks: `kind` names the
+    model class a directory must hold."""
+
+    kind: str
+
+    def save_model(self, model: nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory)
+
+    def load_model(self, model: nn.Module, directory: Path) -> None:
+        _, state, skipped = read_model_dir(directory, self.kind)
+        load_state_checked(model, state, skipped, directory)
+
+
+class SigmaTask(ModelFiles):
     """LoRA + telepathy heads of a SigmaModel under TRAF and TSAC."""
+
+    kind = CHECKPOINT_KIND
 
     def __init__(self, model: nn.Module, config: TrainConfig, transform: BatchTransform):
         self.model, self.cfg, self.transform = model, config, transform
@@ -57,9 +77,8 @@ class SigmaTask:
         training = model.training
         prev = self._recall(b["episode_index"], b["robot_state"]) if training and self._use_memory() else None
         out = model(b, prev_memory=prev)
-        output = losses.ActionTriple(out.action_vector, out.action_chunk, out.action_trajectory)
-        target = losses.ActionTriple(b["gt_action_vector"], b["gt_action_chunk"], b["gt_action_trajectory"])
-        base = losses.ActionTriple(*(b[k] for k in BASE_KEYS)) if has_base_actions(b) else None
+        output, target = out.actions(), ActionTriple.from_batch(b, GT_ACTION)
+        base = ActionTriple.from_batch(b, BASE_ACTION) if has_actions(b, BASE_ACTION) else None
         traf = self.cfg.traf
         l_act_total, m = losses.traf_loss(output, target, base, traf.alphas, traf.rho, traf.lambda_hard)
         flow = self._flow_loss(model, out, target, base)
@@ -81,7 +100,7 @@ class SigmaTask:
                    **{k: torch.tensor(v) for k, v in w.items()}}
         return total, metrics
 
-    def _flow_loss(self, model: nn.Module, out, target: losses.ActionTriple, base) -> Tensor:
+    def _flow_loss(self, model: nn.Module, out, target: ActionTriple, base: ActionTriple | None) -> Tensor:
         """Path C's flow matching on the trajectory the baseline branch should produce: gt (- base with TRAF)."""
         if self.cfg.traf.flow_weight == 0:
             return out.action_trajectory.new_zeros(())
@@ -114,23 +133,14 @@ class SigmaTask:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.memory = {int(e): m.clone() for e, m in zip(state.get("memory_episodes", []), state.get("memory", []))}
 
-    # ---- model files -----------------------------------------------------------------------------------------------
-    def save_model(self, model: nn.Module, directory: Path) -> None:
-        model.save_pretrained(directory)
 
-    def load_model(self, model: nn.Module, directory: Path) -> None:
-        from sigma_vla.models.checkpoint import load_state_checked, read_model_dir
-        from sigma_vla.models.sigma import CHECKPOINT_KIND
-
-        _, state, skipped = read_model_dir(directory, CHECKPOINT_KIND)
-        load_state_checked(model, state, skipped, directory)
-
-
-class BaseFinetuneTask:
+class BaseFinetuneTask(ModelFiles):
     """The control group: the base policy fine-tuned on Sigma's train split with the same loop and budget.
 
     Loss: MSE of its (B, T, Da) chunk against the normalised ground-truth trajectory (TinyBasePolicy's objective);
     the log also reports the vector (step 0) and chunk (first C steps) MSEs, comparable with Sigma's columns."""
+
+    kind = TINY_BASE_KIND
 
     def __init__(self, model: nn.Module, config: TrainConfig, transform: BatchTransform, chunk: int):
         self.model, self.cfg, self.transform, self.chunk = model, config, transform, chunk
@@ -148,7 +158,7 @@ class BaseFinetuneTask:
     def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, Tensor]]:
         b = self.transform(batch)
         pred = model(b).float()  # (B, T, Da)
-        gt = b["gt_action_trajectory"].float()  # (B, T, Da)
+        gt = ActionTriple.from_batch(b, GT_ACTION).trajectory.float()  # (B, T, Da)
         mse_traj = losses.per_sample_mse(pred, gt).mean()
         mse_vec = losses.per_sample_mse(pred[:, 0], gt[:, 0]).mean()
         mse_chunk = losses.per_sample_mse(pred[:, : self.chunk], gt[:, : self.chunk]).mean()
@@ -156,12 +166,9 @@ class BaseFinetuneTask:
         return mse_traj, {"loss": d, "L_act": d, "mse_vector": mse_vec.detach(), "mse_chunk": mse_chunk.detach(),
                           "mse_trajectory": d}
 
-    def save_model(self, model: nn.Module, directory: Path) -> None:
-        model.save_pretrained(directory)
+    def state_dict(self) -> dict[str, Tensor]:
+        """No state beyond the model and optimizer (the trainer checkpoints those)."""
+        return {}
 
-    def load_model(self, model: nn.Module, directory: Path) -> None:
-        from sigma_vla.models.base_policy import TINY_BASE_KIND
-        from sigma_vla.models.checkpoint import load_state_checked, read_model_dir
-
-        _, state, skipped = read_model_dir(directory, TINY_BASE_KIND)
-        load_state_checked(model, state, skipped, directory)
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        pass

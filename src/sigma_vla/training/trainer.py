@@ -24,10 +24,10 @@ from sigma_vla.errors import SigmaError
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.batches import BatchPlan, collate, sequential_batches
 from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.distributed import make_accelerator
 from sigma_vla.training.logs import TRAIN_COLUMNS, TRAIN_LOG, VAL_COLUMNS, VAL_LOG, CsvLog, TensorBoardLog
 from sigma_vla.training.optim import build_optimizer, build_scheduler, param_report
 from sigma_vla.training.resume import choose_checkpoint, reconcile, saved_config
-from sigma_vla.training.state_io import load_state, rng_state, save_state, set_rng_state
 
 
 class TrainTask(Protocol):
@@ -44,6 +44,12 @@ class TrainTask(Protocol):
 
     def load_model(self, model: nn.Module, directory: Path) -> None: ...
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The task's own state beyond model and optimizer (Sigma's per-episode memory), checkpointed per rank."""
+        ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
 
 class NonFiniteLossError(SigmaError):
     """Too many non-finite steps in a row: the run stops, its last good checkpoint intact."""
@@ -56,24 +62,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_steps: int = 0
     rank_digests: list[int] = field(default_factory=list)
-
-
-def make_accelerator(config: TrainConfig):
-    """An Accelerator for this config (in a single process, a fresh one each time)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    if PartialState().num_processes == 1:
-        # One process may train several times (tests, benchmarks) with different precisions; Accelerate keeps a
-        # singleton state, so start it afresh. Never under a launcher: its process group must stay as it is.
-        AcceleratorState._reset_state(reset_partial_state=True)
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)
-    acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
-                      kwargs_handlers=[ddp], cpu=not torch.cuda.is_available())
-    if config.mixed_precision == "fp16" and acc.device.type == "cpu":
-        warnings.warn("fp16 mixed precision has no CPU kernel path in Accelerate: running fp32 (use bf16 on CPU)")
-    return acc
 
 
 def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config: TrainConfig, run_dir: Path,
@@ -276,17 +264,18 @@ class _Loop:
         if acc.is_main_process:
             ckpt.begin(self.run_dir, step)
         acc.wait_for_everyone()
-        save_state(rng_state(), tmp, f"rng_rank{acc.process_index}")
-        if hasattr(self.task, "state_dict"):
-            save_state(self.task.state_dict(), tmp, f"task_rank{acc.process_index}")
+        ckpt.save_state(ckpt.rng_state(), tmp, f"rng_rank{acc.process_index}")
+        task_state = self.task.state_dict()
+        if task_state:  # a task without state of its own (the base) leaves no file
+            ckpt.save_state(task_state, tmp, f"task_rank{acc.process_index}")
         acc.wait_for_everyone()
         final = None
         if acc.is_main_process:
             self.task.save_model(acc.unwrap_model(self.model), tmp)
-            save_state(self.opt.state_dict(), tmp, "optimizer")
+            ckpt.save_state(self.opt.state_dict(), tmp, "optimizer")
             ckpt.write_json(tmp / "scheduler.json", self.sched.state_dict())
             if acc.scaler is not None:  # fp16 loss scale (GPU only)
-                save_state(acc.scaler.state_dict(), tmp, "grad_scaler")
+                ckpt.save_state(acc.scaler.state_dict(), tmp, "grad_scaler")
             ckpt.write_json(tmp / "trainer_state.json", {**self.state, "world_size": acc.num_processes,
                                                           "config": self.cfg.to_dict()})
             final = ckpt.commit(self.run_dir, step, self.cfg.keep_last)
@@ -298,19 +287,19 @@ def _restore(task, acc, optimizer, scheduler, directory: Path, config: TrainConf
     """Load model, optimizer, scheduler, this rank's RNG and the data position from a complete checkpoint."""
     trainer_state = ckpt.read_json(directory / "trainer_state.json")
     task.load_model(acc.unwrap_model(task.model), directory)
-    optimizer.load_state_dict(load_state(directory, "optimizer"))
+    optimizer.load_state_dict(ckpt.load_state(directory, "optimizer"))
     scheduler.load_state_dict(ckpt.read_json(directory / "scheduler.json"))
     if acc.scaler is not None and (directory / "grad_scaler.json").exists():
-        acc.scaler.load_state_dict(load_state(directory, "grad_scaler"))
+        acc.scaler.load_state_dict(ckpt.load_state(directory, "grad_scaler"))
     rank_file = f"rng_rank{acc.process_index}"
     if trainer_state.get("world_size") != acc.num_processes or not (directory / f"{rank_file}.json").exists():
         warnings.warn(f"resuming with {acc.num_processes} processes from a {trainer_state.get('world_size')}-process "
                       "checkpoint: RNG streams are reseeded and the data order changes from here")
         torch.manual_seed(config.seed + 7919 * acc.process_index + trainer_state["step"])
     else:
-        set_rng_state(load_state(directory, rank_file))
-        if hasattr(task, "load_state_dict") and (directory / f"task_rank{acc.process_index}.json").exists():
-            task.load_state_dict(load_state(directory, f"task_rank{acc.process_index}"))
+        ckpt.set_rng_state(ckpt.load_state(directory, rank_file))
+        if (directory / f"task_rank{acc.process_index}.json").exists():
+            task.load_state_dict(ckpt.load_state(directory, f"task_rank{acc.process_index}"))
     acc.print(f"resumed from {directory} (step {trainer_state['step']})")
     return {k: int(trainer_state[k]) for k in ("step", "micro_batch", "skipped")}
 
@@ -320,14 +309,13 @@ def drop_unreached(task, groups: dict, data: Dataset, config: TrainConfig,
     """Freeze and leave out trainable parameters that no loss term reaches (found by one probe backward on the first
     samples, under a forked RNG and with the task's state restored). Why: AdamW would only decay them, and DDP
     without find_unused_parameters stalls on parameters that never receive a gradient."""
-    saved = task.state_dict() if hasattr(task, "state_dict") else None
+    saved = task.state_dict()
     idx = torch.arange(min(len(data), config.batch_size))
     with torch.random.fork_rng(devices=[]):
         batch = {k: v.to(device) for k, v in collate(data, idx).items()}
         loss, _ = task.loss(task.model, batch, 0)
         loss.backward()
-    if saved is not None:
-        task.load_state_dict(saved)
+    task.load_state_dict(saved)
     unreached, kept = [], {}
     for gname, named in groups.items():
         kept[gname] = []

@@ -1,11 +1,16 @@
 """Shard batch -> model batch: normalise state and actions with meta.json's statistics and add the task's text tokens.
 
 Shards keep raw units (paper 4.1 sample dicts); the model and the base work in normalised units (SigmaOutput,
-BasePolicy.predict_chunk), so training normalises once here: x_n = (x - mean) / std with the train split's per-dim
-statistics (meta["normalization"]). Base actions written by `sigma base-actions` are already in normalised units
-(BasePolicy.predict_chunk's contract) unless meta says otherwise (meta["base_actions"]["units"] == "raw").
+BasePolicy.predict_chunk), so training, base actions, evaluation and the policy all normalise here, the same way:
+x_n = (x - mean) / std with the train split's per-dim statistics (meta["normalization"]). Base actions written by
+`sigma base-actions` are already in normalised units (BasePolicy.predict_chunk's contract) unless meta says
+otherwise (meta["base_actions"]["units"] == "raw").
 
-Shape legend (data/schema.py): B batch, T horizon, C chunk, Da action dim, Ds state dim, L text length.
+This module sits beside the model, not in training/, because inference and evaluation need it as much as the
+trainer does (docs/architecture.md, Layers). A Normalizer round-trips through JSON (to_dict / from_dict, the
+layout of meta.json["normalization"]) so a run can carry its own statistics.
+
+Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, Ds state dim, L text length.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import torch
 from torch import Tensor
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, action_keys
 
-ACTION_KEYS = ("gt_action_vector", "gt_action_chunk", "gt_action_trajectory")
-BASE_KEYS = ("base_action_vector", "base_action_chunk", "base_action_trajectory")
+ACTION_KEYS = action_keys(GT_ACTION)
+BASE_KEYS = action_keys(BASE_ACTION)
 
 
 @dataclass
@@ -33,14 +39,23 @@ class Normalizer:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Normalizer:
+        """The train split's statistics in a shards directory's meta.json."""
         try:
-            norm = meta["normalization"]
-            parts = [torch.tensor(norm[k][s], dtype=torch.float32)
-                     for k in ("robot_state", "action") for s in ("mean", "std")]
+            return cls.from_dict(meta["normalization"])
         except (KeyError, TypeError) as err:
             raise SigmaError(f"normalization statistics missing ({err})", file="meta.json",
                              field="normalization") from err
-        return cls(*parts)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
+        """Inverse of to_dict: {"robot_state": {"mean", "std"}, "action": {"mean", "std"}} (lists of floats)."""
+        return cls(*(torch.tensor(data[k][s], dtype=torch.float32)
+                     for k in ("robot_state", "action") for s in ("mean", "std")))
+
+    def to_dict(self) -> dict[str, dict[str, list[float]]]:
+        """JSON-able, exact: float32 values survive the round trip through Python floats bit for bit."""
+        return {"robot_state": {"mean": self.state_mean.tolist(), "std": self.state_std.tolist()},
+                "action": {"mean": self.action_mean.tolist(), "std": self.action_std.tolist()}}
 
     @classmethod
     def identity(cls, state_dim: int, action_dim: int) -> Normalizer:
@@ -91,12 +106,3 @@ class BatchTransform:
             out.update({k: v.to(batch["task_index"].device) for k, v in tokens.items()})
         return out
 
-
-def has_base_actions(batch_or_keys: Any) -> bool:
-    """True when all three base action keys are present (TRAF then trains residuals on top of them)."""
-    keys = set(batch_or_keys)
-    present = [k in keys for k in BASE_KEYS]
-    if any(present) and not all(present):
-        raise SigmaError(f"only some base action keys present ({sorted(keys & set(BASE_KEYS))}); rerun "
-                         "`sigma base-actions`", field="base_action_*")
-    return all(present)

@@ -64,12 +64,3 @@ def spawn_cpu_ranks(n: int, argv: list[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.call(cmd, env=env)
 
-
-def process_state():
-    """This process's place in the world before the Accelerator exists. A bare PartialState() under the CPU ranks
-    started above sees a world of one in every rank (each would think it is the main process); asking for the CPU
-    world, as make_accelerator does, gives the real ranks."""
-    import torch
-    from accelerate.state import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())

@@ -1,0 +1,104 @@
+"""Each layer in its room: no module under src/sigma_vla imports from a layer it may not use.
+
+The table is the one in docs/architecture.md ("Layers"); a test there checks that the two agree. Imports are read
+with `ast` (every `import` and `from ... import`, also inside functions), so a lazy import counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "sigma_vla"
+
+CORE = {"errors", "outdir"}
+# layer -> the sigma_vla layers it may import (besides itself)
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "outdir": {"errors"},
+    "wire": {"errors"},
+    "client": {"wire", "errors"},
+    "data": CORE,
+    "sim": CORE | {"data"},
+    "models": CORE | {"data"},
+    "training": CORE | {"data", "models"},
+    "inference": CORE | {"data", "models"},
+    "evaluation": CORE | {"data", "models", "inference", "sim"},
+    "serving": {"errors", "wire"},
+}
+ALLOWED["cli"] = set(ALLOWED)  # the top: parses options and calls every layer
+# Third-party packages only some layers may import.
+ONLY_IN = {"typer": {"cli"}}
+NEVER_IN = {"client": {"torch", "safetensors", "transformers"}, "wire": {"torch", "safetensors", "transformers"},
+            "serving": {"torch"}}
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in a module; relative imports resolved against the package."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from .x import y
+                base = path.relative_to(PACKAGE.parent).with_suffix("").parts[: -node.level]
+                found.append((node.lineno, ".".join([*base, node.module or ""]).rstrip(".")))
+            elif node.module:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_module_belongs_to_a_known_layer():
+    unknown = sorted({_layer(p) for p in _modules()} - set(ALLOWED) - {"__init__"})
+    assert not unknown, f"add these layers to ALLOWED and docs/architecture.md: {unknown}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_a_layer_above_it(path: Path):
+    layer = _layer(path)
+    if layer == "__init__":
+        return
+    bad = []
+    for line, module in _imports(path):
+        top = module.split(".")[0]
+        if top == "sigma_vla" and "." in module:
+            target = module.split(".")[1]
+            if target != layer and target not in ALLOWED[layer]:
+                bad.append(f"line {line}: {module} ({layer} may import {sorted(ALLOWED[layer])})")
+        elif top in ONLY_IN and layer not in ONLY_IN[top]:
+            bad.append(f"line {line}: {module} (only {sorted(ONLY_IN[top])} may import {top})")
+        elif top in NEVER_IN.get(layer, ()):
+            bad.append(f"line {line}: {module} ({layer} never imports {top})")
+    assert not bad, f"{path.relative_to(ROOT)}:\n  " + "\n  ".join(bad)
+
+
+def test_the_client_imports_without_torch():
+    """The robot side runs with numpy, msgpack and websockets: importing the client must not pull torch in."""
+    code = "import sys, sigma_vla.client, sigma_vla.wire; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_table_in_docs_is_this_table():
+    """docs/architecture.md's layer table lists, per layer, exactly what ALLOWED lets it import."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    documented = {}
+    for layer, allowed in re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|$", text, flags=re.M):
+        named = set(re.findall(r"`(\w+)`", allowed))
+        documented[layer] = set(ALLOWED) - {layer} if allowed.strip() == "everything else" else named
+    assert documented == {layer: targets - {layer} for layer, targets in ALLOWED.items()}
