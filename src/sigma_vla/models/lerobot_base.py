@@ -145,7 +145,7 @@ class LeRobotPolicyBase(BasePolicy):
             return obs
         self.policy.reset()  # fresh queues: this batch's samples are not the previous batch's successors
         queues = self.policy._queues  # reset() builds new ones
-        obs = dict(obs)
+        obs = {k: v for k, v in obs.items() if k != ACTION_KEY}  # LeRobot's preprocessor adds action=None
         if IMAGES_KEY in queues:  # the cameras stacked in the policy's own order
             order = list(self.declared["images"]) or self.camera_keys
             obs[IMAGES_KEY] = torch.stack([obs[k] for k in order], dim=-4)  # (B, V, 3, S, S)
