@@ -71,3 +71,9 @@ def shard_batch(shards: Path, n: int = 4) -> dict[str, Any]:
 
     data = load_shards(shards)
     return BatchTransform.from_meta(read_meta(shards), None)({k: v[:n] for k, v in data.items()})
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread):
+    """Small models on a busy 2-core machine: intra-op threads only add contention (tests/conftest.py)."""
+    yield
