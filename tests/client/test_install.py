@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -40,11 +41,13 @@ def _pip(python: Path, *args: object) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def bare_venv(tmp_path_factory) -> Path:
     """A fresh venv (same Python as the suite) with only `pip install ./client` in it; its python."""
-    venv = tmp_path_factory.mktemp("client_venv") / "venv"
+    root = tmp_path_factory.mktemp("client_venv")
+    client = shutil.copytree(CLIENT, root / "client", ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    venv = root / "venv"  # (installing from a copy keeps setuptools' build/ out of the repository)
     made = _run([sys.executable, "-m", "venv", "--without-pip", venv], timeout=120)
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    install = _pip(python, "install", "--quiet", CLIENT)
+    install = _pip(python, "install", "--quiet", client)
     if install.returncode and any(s in install.stderr for s in UNREACHABLE):
         pytest.skip("pip install ./client needs numpy, msgpack, websockets and setuptools from an index or the "
                     f"pip cache, and none was reachable: {install.stderr.strip().splitlines()[-1]}")

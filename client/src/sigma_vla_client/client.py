@@ -7,11 +7,11 @@
         out = policy.infer({"observation.state": state, "observation.images.front": image}, "place it far left")
         chunk = out["actions"]                    # (n, Da) float32
 
-This package imports only numpy, msgpack, websockets and the standard library (`pip install sigma-vla-client`
-from the repository's client/ folder), so a robot installs it without torch. Episode state lives in the server, per connection: when
-the connection drops, the client reconnects with exponential backoff (bounded), and the new connection starts a
-fresh episode (as after reset()); `reconnects` counts how often that happened. One client per control loop: a
-lock serializes calls from several threads, but their episode state is shared.
+This package imports only numpy, msgpack, websockets and the standard library (`pip install ./client` from a
+clone of sigma-vla), so a robot installs it without torch. Episode state lives in the server, per connection:
+when the connection drops, the client reconnects with exponential backoff (bounded), and the new connection
+starts a fresh episode (as after reset()); `reconnects` counts how often that happened. One client per control
+loop: a lock serializes calls from several threads, but their episode state is shared.
 """
 
 from __future__ import annotations
