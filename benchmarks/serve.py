@@ -3,7 +3,7 @@
     python benchmarks/serve.py [--requests 1000] [--image-sizes 64,224] [--run RUN] [--out results/serve.json]
 
 The server runs in its own process (as in deployment: the robot's client and the policy do not share a GIL) on
-127.0.0.1; the client is `sigma_vla.client.PolicyClient`, one request at a time, a fresh observation each time.
+127.0.0.1; the client is `sigma_vla_client.PolicyClient`, one request at a time, a fresh observation each time.
 Scenarios:
 - stand-in policy (zero-cost model, `sigma_vla.serving.standin`) with one camera at each --image-sizes: the
   round trip is serialization + transport + the server's checks alone;
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from sigma_vla.client import PolicyClient
-from sigma_vla.wire import pack, unpack
+from sigma_vla_client import PolicyClient
+from sigma_vla_client.wire import pack, unpack
 
 TARGET_OVERHEAD_MS = 2.0
 TARGET_CONTENTION_MS = 200.0

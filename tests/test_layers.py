@@ -22,21 +22,19 @@ CORE = {"errors", "outdir"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "outdir": {"errors"},
-    "wire": {"errors"},
-    "client": {"wire", "errors"},
     "data": CORE,
     "sim": CORE | {"data"},
     "models": CORE | {"data"},
     "training": CORE | {"data", "models"},
     "inference": CORE | {"data", "models"},
     "evaluation": CORE | {"data", "models", "inference", "sim"},
-    "serving": {"errors", "wire"},
+    "serving": {"errors"},
 }
 ALLOWED["cli"] = set(ALLOWED)  # the top: parses options and calls every layer
 # Third-party packages only some layers may import.
 ONLY_IN = {"typer": {"cli"}}
-NEVER_IN = {"client": {"torch", "safetensors", "transformers"}, "wire": {"torch", "safetensors", "transformers"},
-            "serving": {"torch"}}
+NEVER_IN = {"serving": {"torch"}}
+CLIENT = ROOT / "client" / "src" / "sigma_vla_client"  # the robot-side distribution
 
 
 def _layer(path: Path) -> str:
@@ -44,7 +42,7 @@ def _layer(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
+def _imports(path: Path, root: Path = PACKAGE.parent) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in a module; relative imports resolved against the package."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -52,7 +50,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from .x import y
-                base = path.relative_to(PACKAGE.parent).with_suffix("").parts[: -node.level]
+                base = path.relative_to(root).with_suffix("").parts[: -node.level]
                 found.append((node.lineno, ".".join([*base, node.module or ""]).rstrip(".")))
             elif node.module:
                 found.append((node.lineno, node.module))
@@ -87,9 +85,15 @@ def test_no_module_imports_a_layer_above_it(path: Path):
     assert not bad, f"{path.relative_to(ROOT)}:\n  " + "\n  ".join(bad)
 
 
+@pytest.mark.parametrize("path", sorted(CLIENT.glob("*.py")), ids=lambda p: p.name)
+def test_the_client_distribution_imports_neither_torch_nor_sigma_vla(path: Path):
+    tops = {module.split(".")[0] for _, module in _imports(path, CLIENT.parent)}
+    assert not tops & {"torch", "sigma_vla", "safetensors", "transformers"}, f"{path.relative_to(ROOT)}: {tops}"
+
+
 def test_the_client_imports_without_torch():
     """The robot side runs with numpy, msgpack and websockets: importing the client must not pull torch in."""
-    code = "import sys, sigma_vla.client, sigma_vla.wire; print('torch' in sys.modules)"
+    code = "import sys, sigma_vla_client; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

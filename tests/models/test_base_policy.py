@@ -126,10 +126,88 @@ def test_lerobot_base_uses_processors_and_checks_shapes(batch: dict) -> None:
         LeRobotPolicyBase(object(), horizon=6, camera_keys=[], action_dim=4)
 
 
+def _declaring(cams: dict, state_dim: int, action_dim: int = 4, **config) -> StandInLeRobotPolicy:
+    """The stand-in with a config that declares shapes, as LeRobot's PolicyFeature does."""
+    policy = StandInLeRobotPolicy(action_dim=action_dim)
+    feature = lambda *shape: SimpleNamespace(shape=shape)  # noqa: E731
+    policy.config = SimpleNamespace(image_features={k: feature(*v) for k, v in cams.items()},
+                                    input_features={"observation.state": feature(state_dim)},
+                                    output_features={"action": feature(action_dim)}, **config)
+    return policy
+
+
+FRONT, WRIST = "observation.images.front", "observation.images.wrist"
+
+
+@pytest.mark.parametrize("policy, kwargs, match", [
+    (_declaring({FRONT: (3, 96, 96), WRIST: (3, 96, 96)}, 6), {},
+     r"image size of observation.images.front: the batch's frames are 3x16x16 \(CxHxW\), the policy's config "
+     r"declares 3x96x96 \(CxHxW\) \(input_features\); prep the shards with --image-size 96"),
+    (_declaring({FRONT: (3, 16, 16), WRIST: (3, 16, 16)}, 14), {},
+     r"state dim: the batch's robot_state has 6, the policy's config declares 14"),
+    (_declaring({FRONT: (3, 16, 16), "observation.images.top": (3, 16, 16)}, 6), {"camera_keys": ["front", "wrist"]},
+     r"cameras: ours are \[.*front.*wrist.*\] \(camera_keys\), the policy's config declares \[.*front.*top"),
+    (_declaring({FRONT: (3, 16, 16), WRIST: (3, 16, 16)}, 6, action_dim=6), {"action_dim": 4},
+     r"action dim: ours is 4 \(the shards' actions\), the policy's config declares 6"),
+    (_declaring({FRONT: (3, 16, 16)}, 6), {},
+     r"cameras: the batch has 2, the policy takes 1"),
+])
+def test_declared_features_that_differ_are_one_line_naming_both_sides(batch, policy, kwargs, match) -> None:
+    from sigma_vla.errors import SigmaError
+
+    with pytest.raises(SigmaError, match=match) as err:
+        LeRobotPolicyBase(policy, horizon=6, tasks=["t"] * 5, **kwargs).predict_chunk(batch)
+    assert "\n" not in str(err.value)
+
+
+def test_policies_that_resize_frames_themselves_take_any_size(batch) -> None:
+    policy = _declaring({FRONT: (3, 480, 640), WRIST: (3, 480, 640)}, 6, resize_imgs_with_padding=(512, 512))
+    assert LeRobotPolicyBase(policy, horizon=6, tasks=["t"] * 5).predict_chunk(batch).shape == (B, 6, 4)
+
+
+class StandInHistoryPolicy(StandInLeRobotPolicy):
+    """Diffusion's surface: observation queues of n_obs_steps, stacked inside predict_action_chunk, which fails on
+    empty queues (as LeRobot's does: torch.stack of an empty list)."""
+
+    def __init__(self, n_obs_steps: int = 2):
+        super().__init__()
+        self.n_obs_steps = n_obs_steps
+        self.reset()
+
+    def reset(self) -> None:
+        from collections import deque
+
+        super().reset()
+        n = getattr(self, "n_obs_steps", 2)
+        self._queues = {"observation.state": deque(maxlen=n), "observation.images": deque(maxlen=n),
+                        "action": deque(maxlen=8)}
+
+    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
+        stacked = {k: torch.stack(list(self._queues[k]), dim=1) for k in batch if k in self._queues}
+        chunk = super().predict_action_chunk({"observation.state": stacked["observation.state"][:, -1]})
+        self.seen = stacked
+        return chunk
+
+
+def test_history_queues_are_filled_with_the_current_frame(batch) -> None:
+    policy = StandInHistoryPolicy(n_obs_steps=2)
+    base = LeRobotPolicyBase(policy, horizon=6, tasks=["t"] * 5)
+    for _ in range(2):  # the second batch starts from fresh queues, not the first batch's frames
+        assert base.predict_chunk(batch).shape == (B, 6, 4)
+        images, state = policy.seen["observation.images"], policy.seen["observation.state"]
+        assert images.shape == (B, 2, 2, 3, 16, 16) and state.shape == (B, 2, 6)  # (B, n_obs, V, 3, S, S)
+        assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(state[:, 0], state[:, 1])
+        assert torch.allclose(images[:, 0, 1] * 255, batch["vision_inputs"][:, 1].float())
+
+
 def test_importing_models_does_not_import_lerobot() -> None:
+    """In a fresh interpreter: beside LeRobot, other tests (the simulator package) import it into this one."""
+    import subprocess
     import sys
 
-    assert "lerobot" not in sys.modules
+    code = "import sys, sigma_vla.models; assert 'lerobot' not in sys.modules, 'lerobot imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
 
 
 def test_random_shift_moves_each_sample_within_the_pad():

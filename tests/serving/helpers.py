@@ -10,7 +10,7 @@ import numpy as np
 from websockets.sync.client import ClientConnection, connect
 
 from sigma_vla.serving.server import ServerConfig
-from sigma_vla.wire import pack, unpack
+from sigma_vla_client.wire import pack, unpack
 
 IMAGE_SIZE = 64
 LIMIT = 64 * 1024  # small message limit for the tests: a valid observation is ~12.4 KB

@@ -12,10 +12,10 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from sigma_vla.client import PolicyClient, PolicyConnectionError
 from sigma_vla.serving import ServerThread
 from sigma_vla.serving.fair import FairModelThread
 from sigma_vla.serving.standin import standin_factory
+from sigma_vla_client import PolicyClient, PolicyConnectionError
 from tests.serving.helpers import IMAGE_SIZE, TOKEN, RawConnection, handshake_status, make_obs, server_config
 
 BEARER = f"Authorization: Bearer {TOKEN}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sigma_vla.client import PolicyClient
+from sigma_vla_client import PolicyClient
 from tests.conftest import run_cli
 from tests.serving.helpers import make_obs
 

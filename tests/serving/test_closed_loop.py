@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sigma_vla.client import PolicyClient
 from sigma_vla.serving.standin import STATE_KEY, image_key
 from sigma_vla.sim.instructions import sample_instruction
 from sigma_vla.sim.so101 import SO101Sim
+from sigma_vla_client import PolicyClient
 
 EXECUTE = 4  # actions executed from each chunk before asking again (receding horizon)
 

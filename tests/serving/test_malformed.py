@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from sigma_vla.client import PolicyAuthError, PolicyClient
-from sigma_vla.wire import pack
+from sigma_vla_client import PolicyAuthError, PolicyClient
+from sigma_vla_client.wire import pack
 from tests.serving.helpers import LIMIT, TOKEN, RawConnection, infer_message, make_obs
 
 

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sigma_vla.client import (PolicyClient, PolicyClientError, PolicyConnectionError, PolicyServerError,
-                              PolicyTimeoutError)
 from sigma_vla.serving import ServedPolicy, ServerConfig, ServerThread
 from sigma_vla.serving.standin import StandInPolicy, standin_factory
-from sigma_vla.wire import PROTOCOL_VERSION
+from sigma_vla_client import (PolicyClient, PolicyClientError, PolicyConnectionError, PolicyServerError,
+                              PolicyTimeoutError)
+from sigma_vla_client.wire import PROTOCOL_VERSION
 from tests.serving.helpers import IMAGE_SIZE, INSTRUCTION, RawConnection, infer_message, make_obs, server_config
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sigma_vla.wire import ALLOWED_DTYPES, WireError, check_observation, pack, parse_inputs, unpack
+from sigma_vla_client.wire import ALLOWED_DTYPES, WireError, check_observation, pack, parse_inputs, unpack
 
 DTYPES = st.sampled_from(sorted(ALLOWED_DTYPES)).map(np.dtype)
 
@@ -101,8 +101,8 @@ def test_client_imports_without_torch_or_the_server():
                 if name.split(".")[0] in ("torch", "transformers", "mujoco", "gymnasium"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
-        import sigma_vla.client
-        bad = [m for m in sys.modules if m.startswith(("torch", "sigma_vla.serving", "sigma_vla.models"))]
+        import sigma_vla_client
+        bad = [m for m in sys.modules if m == "sigma_vla" or m.startswith(("torch", "sigma_vla."))]
         assert not bad, bad
         print("ok")
     """)

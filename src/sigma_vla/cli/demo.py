@@ -153,6 +153,9 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A small, fast run (about 3 minutes)."),
 ) -> None:
     """Run the pipeline end to end on the embedded default (SO-101 simulator) and say what it produced."""
+    from sigma_vla.sim.so101 import require_simulator
+
+    require_simulator()  # the demo records and rolls out in the simulator: say so before anything runs
     plan = QUICK if quick else FULL
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,9 @@ def rollout(
     from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
     from sigma_vla.inference.policy import MODES, load_policy
     from sigma_vla.sim.instructions import read_instructions, user_instruction
+    from sigma_vla.sim.so101 import require_simulator
 
+    require_simulator()
     if policy not in MODES:
         raise SigmaError(f"unknown policy {policy!r} (choose {', '.join(MODES)})", field="--policy")
     if templates not in ("held-out", "seen", "all"):

@@ -23,7 +23,9 @@ def record(
 ) -> None:
     """Record expert demonstrations with zone goals and paraphrased instructions."""
     from sigma_vla.sim.record import RecordConfig, record_dataset
+    from sigma_vla.sim.so101 import require_simulator
 
+    require_simulator()
     config = RecordConfig(episodes=episodes, image_size=image_size, seed=seed, codec=codec, workers=workers,
                           generic_episodes=generic_episodes, action_noise=action_noise)
     s = record_dataset(config, out)

@@ -11,6 +11,16 @@ Key mapping, ours -> LeRobot's:
   task strings (batch "task", or task_index)   -> task: list[str]
 and back: the policy's (raw) action chunk -> our normalised units (action_stats), cut to our horizon T.
 
+What the policy's config declares (input_features / output_features: cameras, image size, state dim, action dim)
+is checked against the shards and every batch: a mismatch is a one-line FeatureMismatch naming both sides, never a
+silent success (an ACT trained at 96 px otherwise accepts 128 px frames). Image size is not checked for policies
+that resize frames themselves (SmolVLA, pi0/pi0.5, Diffusion with resize_shape).
+
+Policies that condition on n_obs_steps past observations (Diffusion, VQ-BeT) keep them in `policy._queues` and
+stack them inside predict_action_chunk. A shard sample is one frame, so the history is that frame repeated, as
+LeRobot fills the queues at an episode's first step; the queues are refilled for every batch (samples are
+independent windows).
+
 Shape legend (docs/architecture.md): B batch, T horizon, Da action dim, Ds state dim, V cameras, S image side.
 """
 
@@ -22,9 +32,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sigma_vla.errors import SigmaError
 from sigma_vla.models.base_policy import BasePolicy
 
 Stats = tuple[Tensor, Tensor]  # (mean, std), each (dim,)
+STATE_KEY, IMAGES_KEY, ACTION_KEY = "observation.state", "observation.images", "action"  # LeRobot's constants
+# Config fields of LeRobot policies that resize frames themselves (SmolVLA, pi0 / pi0.5, Diffusion).
+RESIZING_FIELDS = ("resize_imgs_with_padding", "image_resolution", "resize_shape")
+
+
+class FeatureMismatch(SigmaError, ValueError):
+    """The policy's declared features and our shards or batch disagree (one line, both sides named)."""
 
 
 class LeRobotPolicyBase(BasePolicy):
@@ -44,20 +62,30 @@ class LeRobotPolicyBase(BasePolicy):
                 raise TypeError(f"{type(policy).__name__} has no {name}(): not a LeRobot policy")
         self.policy = policy
         self.horizon = int(horizon)
-        self.camera_keys = [_image_key(k) for k in (camera_keys if camera_keys is not None else _policy_cameras(policy))]
-        self.action_dim = int(action_dim if action_dim is not None else _policy_action_dim(policy))
+        self.declared = _declared_features(policy)
+        declared_cams = list(self.declared["images"])
+        if camera_keys is None and not declared_cams:
+            raise ValueError("cannot read the policy's image_features: pass camera_keys=")
+        self.camera_keys = [_image_key(k) for k in (camera_keys if camera_keys is not None else declared_cams)]
+        if declared_cams and sorted(self.camera_keys) != sorted(declared_cams):
+            raise FeatureMismatch(f"cameras: ours are {self.camera_keys} (camera_keys), the policy's config "
+                                  f"declares {declared_cams} (input_features)")
+        declared_da = self.declared["action_dim"]
+        if action_dim is None and declared_da is None:
+            raise ValueError("cannot read the policy's action shape from config.output_features: pass action_dim=")
+        self.action_dim = int(action_dim if action_dim is not None else declared_da)
+        if declared_da is not None and declared_da != self.action_dim:
+            raise FeatureMismatch(f"action dim: ours is {self.action_dim} (the shards' actions), the policy's "
+                                  f"config declares {declared_da} (output_features['action'])")
         self.tasks = list(tasks) if tasks is not None else None
         self.preprocess, self.postprocess = preprocess, postprocess
         self.state_stats, self.action_stats = state_stats, action_stats
 
     def to_lerobot(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Our batch -> LeRobot's observation dict (see the module docstring for the mapping)."""
+        self.check_batch(batch)
         out: dict[str, Any] = {}
         frames = batch.get("vision_inputs")
-        n_cams = 0 if frames is None else frames.shape[1]
-        if n_cams != len(self.camera_keys):
-            raise ValueError(f"batch has {n_cams} cameras, camera_keys names {len(self.camera_keys)}: "
-                             f"{self.camera_keys}")
         for i, key in enumerate(self.camera_keys):
             img = frames[:, i]  # (B, 3, S, S)
             out[key] = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()  # (B, 3, S, S) in [0, 1]
@@ -65,15 +93,35 @@ class LeRobotPolicyBase(BasePolicy):
         if self.state_stats is not None:
             mean, std = self.state_stats
             state = state * std.to(state) + mean.to(state)  # back to raw units
-        out["observation.state"] = state
+        out[STATE_KEY] = state
         out["task"] = self._tasks(batch, state.shape[0])
         return out
+
+    def check_batch(self, batch: dict[str, Any]) -> None:
+        """Our batch against the policy's declared cameras, image size and state dim (FeatureMismatch)."""
+        frames = batch.get("vision_inputs")
+        n_cams = 0 if frames is None else frames.shape[1]
+        if n_cams != len(self.camera_keys):
+            raise FeatureMismatch(f"cameras: the batch has {n_cams}, the policy takes {len(self.camera_keys)}: "
+                                  f"{self.camera_keys}")
+        have = tuple(frames.shape[2:]) if frames is not None else ()  # (3, S, S)
+        for key in self.camera_keys:
+            want = self.declared["images"].get(key)
+            if want is not None and (have[0] != want[0] or (have[1:] != want[1:] and not self.declared["resizes"])):
+                hint = f"; prep the shards with --image-size {want[-1]}" if want[-1] == want[-2] else ""
+                raise FeatureMismatch(f"image size of {key}: the batch's frames are {_chw(have)}, the policy's "
+                                      f"config declares {_chw(want)} (input_features){hint}")
+        want_ds, have_ds = self.declared["state_dim"], batch["robot_state"].shape[-1]
+        if want_ds is not None and want_ds != have_ds:
+            raise FeatureMismatch(f"state dim: the batch's robot_state has {have_ds}, the policy's config declares "
+                                  f"{want_ds} (input_features['{STATE_KEY}'])")
 
     @torch.no_grad()
     def predict_chunk(self, batch: dict[str, Any]) -> Tensor:
         obs = self.to_lerobot(batch)
         if self.preprocess is not None:
             obs = self.preprocess(obs)
+        obs = self._fill_history(obs)
         chunk = self.policy.predict_action_chunk(obs)  # (B, n, Da), n >= T
         if self.postprocess is not None:
             chunk = self.postprocess(chunk)
@@ -91,6 +139,22 @@ class LeRobotPolicyBase(BasePolicy):
     def reset(self) -> None:
         self.policy.reset()
 
+    def _fill_history(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """Fill the observation queues of a policy with history (module docstring) with the current frame."""
+        queues = getattr(self.policy, "_queues", None)
+        if not isinstance(queues, dict) or not any(k != ACTION_KEY for k in queues):
+            return obs
+        self.policy.reset()  # fresh queues: this batch's samples are not the previous batch's successors
+        queues = self.policy._queues  # reset() builds new ones
+        obs = {k: v for k, v in obs.items() if k != ACTION_KEY}  # LeRobot's preprocessor adds action=None
+        if IMAGES_KEY in queues:  # the cameras stacked in the policy's own order
+            order = list(self.declared["images"]) or self.camera_keys
+            obs[IMAGES_KEY] = torch.stack([obs[k] for k in order], dim=-4)  # (B, V, 3, S, S)
+        for key, queue in queues.items():
+            if key != ACTION_KEY and key in obs:
+                queue.extend([obs[key]] * (queue.maxlen or 1))  # a deque of maxlen n_obs_steps
+        return obs
+
     def _tasks(self, batch: dict[str, Any], b: int) -> list[str]:
         if "task" in batch:
             tasks = [batch["task"]] * b if isinstance(batch["task"], str) else list(batch["task"])
@@ -107,17 +171,24 @@ def _image_key(name: str) -> str:
     return name if name.startswith("observation.") else f"observation.images.{name}"
 
 
-def _policy_cameras(policy: Any) -> list[str]:
-    feats = getattr(getattr(policy, "config", None), "image_features", None)
-    if not feats:
-        raise ValueError("cannot read the policy's image_features: pass camera_keys=")
-    return list(feats)
+def _shape(feature: Any) -> tuple[int, ...] | None:
+    shape = getattr(feature, "shape", None)
+    return tuple(int(d) for d in shape) if shape else None
 
 
-def _policy_action_dim(policy: Any) -> int:
-    feats = getattr(getattr(policy, "config", None), "output_features", None) or {}
-    action = feats.get("action")
-    shape = getattr(action, "shape", None)
-    if not shape:
-        raise ValueError("cannot read the policy's action shape from config.output_features: pass action_dim=")
-    return int(shape[0])
+def _declared_features(policy: Any) -> dict[str, Any]:
+    """What the policy's config declares: {"images": {key: (3, H, W) or None}, "state_dim", "action_dim",
+    "resizes"}; None (or {}) where it declares nothing (duck typing: any config without these fields works)."""
+    config = getattr(policy, "config", None)
+    images = getattr(config, "image_features", None) or {}
+    state = (getattr(config, "input_features", None) or {}).get(STATE_KEY)
+    action = (getattr(config, "output_features", None) or {}).get(ACTION_KEY)
+    state_shape, action_shape = _shape(state), _shape(action)
+    return {"images": {key: _shape(ft) for key, ft in images.items()},
+            "state_dim": state_shape[0] if state_shape else None,
+            "action_dim": action_shape[0] if action_shape else None,
+            "resizes": any(getattr(config, name, None) is not None for name in RESIZING_FIELDS)}
+
+
+def _chw(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]}x{shape[1]}x{shape[2]} (CxHxW)" if len(shape) == 3 else str(list(shape))

@@ -1,7 +1,7 @@
 """Serving a policy to a robot over websockets (issue 6): `sigma serve`, the server and the served interface.
 
-The robot side is `sigma_vla.client` (numpy + msgpack + websockets only); the wire format both use is
-`sigma_vla.wire`.
+The robot side is `sigma_vla_client` (numpy + msgpack + websockets only); the wire format both use is
+`sigma_vla_client.wire`.
 """
 
 from sigma_vla.serving.protocol import PolicyFactory, PolicyOutputError, ServedPolicy

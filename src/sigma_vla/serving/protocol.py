@@ -1,6 +1,6 @@
 """What the server serves: the `ServedPolicy` interface, and the checks on what a policy hands back.
 
-The server never trusts the client (sigma_vla.wire checks every observation) and checks the policy too: the
+The server never trusts the client (sigma_vla_client.wire checks every observation) and checks the policy too: the
 metadata it announces must be complete, and its actions must be a finite float32 (n, Da) chunk, because a
 controller must never receive a non-finite command, even from a buggy policy (docs/architecture.md, "Non-finite
 commands never reach a controller").
@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from sigma_vla import __version__
-from sigma_vla.wire import PROTOCOL_VERSION, InputSpec, parse_inputs
+from sigma_vla_client.wire import PROTOCOL_VERSION, InputSpec, parse_inputs
 
 # Keys every policy's metadata() must carry (the client and the robot's control loop read them).
 REQUIRED_METADATA = ("action_dim", "horizon", "chunk", "fps", "cameras", "image_size", "state_dim", "inputs")

@@ -2,7 +2,8 @@
 
 Modelled on openpi's remote inference (the client gets the policy's metadata on connect, then sends
 observations and receives action chunks), without pickle anywhere: LeRobot's gRPC async inference unpickled
-untrusted bytes and got a CVE for it. The wire format is sigma_vla.wire; what is served is a ServedPolicy.
+untrusted bytes and got a CVE for it. The wire format is sigma_vla_client.wire (client/); what is served is a
+ServedPolicy.
 
 Concurrency: the event loop only parses, checks and routes messages; every policy call (factory, reset, infer)
 runs in one dedicated model thread, which acts as the lock around the model and serves waiting calls fairly:
@@ -39,7 +40,7 @@ from sigma_vla.errors import ConfigError
 from sigma_vla.serving.admission import RawHandshakeConnection, Slots, token_accepted
 from sigma_vla.serving.fair import FairModelThread
 from sigma_vla.serving.protocol import PolicyFactory, ServedPolicy, check_metadata, check_result, versions
-from sigma_vla.wire import InputSpec, WireError, check_observation, pack, unpack
+from sigma_vla_client.wire import InputSpec, WireError, check_observation, pack, unpack
 
 log = logging.getLogger("sigma_vla.serving")
 

