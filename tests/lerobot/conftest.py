@@ -67,7 +67,7 @@ def lerobot_base(policy: Any, shards: Path, horizon: int | None = None) -> LeRob
 
 def shard_batch(shards: Path, n: int = 4) -> dict[str, Any]:
     """The first n windows of the shards, as `sigma base-actions` hands them to a base (normalised state)."""
-    from sigma_vla.training.transforms import BatchTransform
+    from sigma_vla.models.transforms import BatchTransform
 
     data = load_shards(shards)
     return BatchTransform.from_meta(read_meta(shards), None)({k: v[:n] for k, v in data.items()})
