@@ -36,7 +36,8 @@ TMP_GLOB = f".*{TMP_SUFFIX}"
 # A run's logs: the trainer writes them, evaluation draws them (neither imports the other).
 TRAIN_LOG, VAL_LOG, PLOT_FILE = "train_log.csv", "val_log.csv", "loss_dynamics.png"
 _TRAINING = ("run.json", "train_config.json", "param_report.json", TRAIN_LOG, VAL_LOG, "summary.json",
-             "model", "checkpoints", "tensorboard", PLOT_FILE, "adapter.json")
+             "model", "checkpoints", "tensorboard", PLOT_FILE, "adapter.json",
+             "policy.json", "base")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     check_dir(out, "eval")  # the one output rule (sigma_vla.outdir): refused before the slow part
     model = load_run_model(run)
     data, meta = load_eval_data(shards, split)
+    _check_run_matches(run, meta)
     cfg = model.config.language
     transform = BatchTransform.from_meta(meta, cfg.text_max_len if cfg.text_mode == "tokens" else None)
     norm = Normalizer.from_meta(meta)
@@ -71,6 +72,16 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     claim_dir(out, "eval")
     atomic_write_text(out / "sigma_eval_report.json", json.dumps(report, indent=1))
     return report
+
+
+def _check_run_matches(run: Path, meta: dict) -> None:
+    """A run carries its own shapes (RUN/policy.json): any shards of the same robot evaluate it, and others are
+    refused in one line. State, actions and base actions are normalised with the evaluated shards' statistics, the
+    units their base actions were written in."""
+    from sigma_vla.models.run_spec import POLICY_FILE, check_shards_match, read_run_spec
+
+    if (run / POLICY_FILE).is_file():
+        check_shards_match(read_run_spec(run, {}, run / "run.json"), meta, run / POLICY_FILE)
 
 
 def format_table(report: dict) -> str:

@@ -216,8 +216,8 @@ def load_run_model(run):
 
 
 def _run_context(run) -> tuple[dict, dict]:
-    """(run.json, the shards' meta.json) of a Sigma run; errors name the file and field."""
-    from sigma_vla.data.shards import read_meta
+    """(run.json, the run's policy spec) of a Sigma run; errors name the file and field."""
+    from sigma_vla.models.run_spec import read_run_spec
 
     run_file = Path(run) / "run.json"
     if not run_file.exists():
@@ -225,55 +225,54 @@ def _run_context(run) -> tuple[dict, dict]:
     info = json.loads(run_file.read_text())
     if info.get("kind") != "sigma":
         raise SigmaError(f"expected a Sigma run, found kind {info.get('kind')!r}", file=run_file, field="kind")
-    return info, read_meta(info["shards"])
+    return info, read_run_spec(Path(run), info, run_file)
 
 
 def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy: bool = True,
                       n_action_steps: int = 4) -> SigmaPolicy:
-    """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on."""
+    """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on (RUN/base,
+    or for an older run the base directory its shards recorded), unless `base_dir` names another."""
     from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.models.run_spec import resolve_base
     from sigma_vla.models.text import TextTokenizer
 
-    _, meta = _run_context(run)
-    base_dir = base_dir or (meta.get("base_actions") or {}).get("base")
+    _, spec = _run_context(run)
+    base_dir = base_dir or resolve_base(Path(run), spec)
     if not base_dir:
-        raise SigmaError("no base policy recorded; pass the base directory", file=Path(run) / "run.json",
+        raise SigmaError("no base policy recorded; pass the base directory", file=Path(run) / "policy.json",
                          field="base")
     model = load_run_model(Path(run))
     lang = model.config.language
     tokenizer = TextTokenizer(lang.text_max_len) if lang.text_mode == "tokens" else None
-    config, info = _policy_setup(meta, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
+    config, info = _policy_setup(spec, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
                                  adapter=load_adapter_config(run))
-    return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_meta(meta), tokenizer, config, info)
+    return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_dict(spec["normalization"]), tokenizer,
+                       config, info)
 
 
-def _policy_setup(meta: dict, **options: Any) -> tuple[PolicyConfig, dict]:
-    """The PolicyConfig (cameras and image side from the shards' meta.json, plus `options`) and the metadata info."""
-    config = PolicyConfig(camera_keys=list(meta.get("cameras") or []), image_size=int(meta["params"]["image_size"]),
-                          **options)
-    return config, {"fps": float(meta.get("dataset", {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"])}
+def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:
+    """The PolicyConfig (cameras and image side from the run's policy spec, plus `options`) and the metadata info."""
+    config = PolicyConfig(camera_keys=list(spec["cameras"]), image_size=int(spec["image_size"]), **options)
+    return config, {"fps": float(spec["fps"]), "state_dim": int(spec["state_dim"])}
 
 
 def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     """A base on its own as a controller (mode "base"): a `sigma train-base` directory (the untuned base) or a
     `sigma train --finetune-base` run (the control group, which reads the instruction)."""
-    from sigma_vla.data.shards import read_meta
     from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.models.run_spec import read_run_spec
     from sigma_vla.models.text import TextTokenizer
 
     directory = Path(directory)
     name = "run.json" if (directory / "run.json").is_file() else "base_info.json"
     if not (directory / name).is_file():
         raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
-    info = json.loads((directory / name).read_text())
-    if "shards" not in info:
-        raise SigmaError("no shards recorded", file=directory / name, field="shards")
-    meta = read_meta(info["shards"])
+    spec = read_run_spec(directory, json.loads((directory / name).read_text()), directory / name)
     base = load_base_policy(directory)
     cfg = getattr(base, "config", None)
     tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
-    config, info = _policy_setup(meta, mode="base", n_action_steps=n_action_steps)
-    return SigmaPolicy(None, base, Normalizer.from_meta(meta), tokenizer, config, info)
+    config, info = _policy_setup(spec, mode="base", n_action_steps=n_action_steps)
+    return SigmaPolicy(None, base, Normalizer.from_dict(spec["normalization"]), tokenizer, config, info)
 
 
 def policy_kind(directory) -> str:

@@ -3,8 +3,11 @@ and the fine-tuned base control group (docs/architecture.md, "Honest evaluation"
 step budget). The two base runs share one path through the trainer (`_fit_base_policy`).
 
 RUN/ holds: run.json (what was trained on what), train_config.json, param_report.json, train_log.csv, val_log.csv,
-checkpoints/step_XXXXXX/, model/ (the final model: model.safetensors + config.json), summary.json, tensorboard/.
-A `train-base` directory is itself a base-policy directory (model files copied up) with base_info.json.
+checkpoints/step_XXXXXX/, model/ (the final model: model.safetensors + config.json), summary.json, tensorboard/,
+policy.json (what inference needs from the shards) and, for a Sigma run, base/ (its embedded base), so the directory
+serves without its shards or the original base (models/run_spec.py).
+A `train-base` directory is itself a base-policy directory (model files copied up) with base_info.json and
+policy.json.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from sigma_vla.errors import SigmaError
 from sigma_vla.models.base_actions import meta_dims
+from sigma_vla.models.run_spec import base_record, spec_from_meta, write_policy_file
 from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.training import checkpoint as ckpt
@@ -95,6 +99,17 @@ def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
         atomic_write_text(out / RUN_FILE, json.dumps(identity, indent=2))
 
 
+def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], with_base: bool) -> None:
+    """RUN/policy.json (+ RUN/base for a Sigma run): what serving, rollouts and eval read instead of the training
+    shards and the original base directory, so the run directory alone is the deployable model (models/run_spec.py)."""
+    if not process_state().is_main_process:
+        return
+    spec = spec_from_meta(meta, text)
+    if with_base:
+        spec["base"] = base_record(out, meta)
+    write_policy_file(out, spec)
+
+
 def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
                 extend_steps: bool = False) -> TrainResult:
@@ -113,6 +128,8 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     text_len = model_cfg.language.text_max_len if model_cfg.language.text_mode == "tokens" else None
     task = SigmaTask(model, config, BatchTransform.from_meta(meta, text_len))
     _write_run_file(out, identity)
+    _write_policy_spec(out, meta, {"mode": model_cfg.language.text_mode, "max_len": model_cfg.language.text_max_len},
+                       with_base=True)
     return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after,
                  extend_steps=extend_steps)
 
@@ -140,6 +157,7 @@ def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "de
                 "base": str(Path(base_dir).resolve()), "task_text": task_text}
     check_run_dir(out, "base", identity, resume)
     _write_run_file(out, identity)
+    _write_policy_spec(out, meta, _base_text(base.config), with_base=False)  # RUN/model is the base itself
     return _fit_base_policy(base, meta, config, train_ds, val_ds, out, resume=resume, progress=progress,
                             stop_after=stop_after, extend_steps=extend_steps)
 
@@ -175,7 +193,13 @@ def train_base(shards: Path, out: Path, instruction: str | None, split: str = "b
     info = {"split": split, "samples": len(data), "steps": result.steps, "instruction": instruction,
             "shards": str(shards.resolve()), "last_loss": float(last)}
     atomic_write_text(out / BASE_INFO, json.dumps(info, indent=2) + "\n")
+    _write_policy_spec(out, meta, _base_text(config), with_base=False)  # OUT/ is the base itself
     return info
+
+
+def _base_text(config: Any) -> dict[str, Any]:
+    """A base's text settings: token length, and the one instruction it always reads (None: the batch's own)."""
+    return {"mode": "tokens", "max_len": config.text_max_len, "instruction": config.instruction}
 
 
 def _fit_base_policy(base, meta: dict[str, Any], config: TrainConfig, train_ds, val_ds, out: Path,

@@ -1,0 +1,156 @@
+"""A run's own policy.json and base/: what makes a run directory the deployable model (issue 9, item 1).
+
+Training writes RUN/policy.json: everything inference needs besides the weights (normalisation statistics, cameras,
+image side, fps, state/action dims, horizon and chunk, text settings) and the base the run corrects. A Sigma run
+carries its embedded base in RUN/base/ (config.json + model.safetensors, a few MB) and names it by that relative
+path, so `sigma serve`, `sigma rollout` and `sigma eval` need neither the training shards nor the original base
+directory. A base that is not an embedded one (a LeRobot policy, added from Python) is recorded as its reference
+string and fingerprint, and checked against the fingerprint when the reference is a local directory.
+
+Runs written before policy.json existed still load: `read_run_spec` rebuilds the same record from the shards'
+meta.json at the path in run.json, and says in one line when neither is there.
+
+This module sits in models/ because training writes these files and inference reads them, and inference never
+imports training (docs/architecture.md, Layers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.models.base_actions import fingerprint_dir, meta_dims
+from sigma_vla.outdir import atomic_write, atomic_write_text
+
+POLICY_FILE = "policy.json"
+BASE_DIR = "base"  # RUN/base: the embedded base copied into a Sigma run
+SPEC_FORMAT = "sigma-vla-policy/1"
+MODEL_FILES = ("config.json", "model.safetensors")  # what fingerprint_dir hashes and load_base_policy reads
+REQUIRED = ("normalization", "cameras", "image_size", "fps", "state_dim", "action_dim", "horizon", "chunk")
+
+
+def spec_from_meta(meta: dict[str, Any], text: dict[str, Any] | None = None) -> dict[str, Any]:
+    """policy.json's fields from a shards directory's meta.json (the train split's statistics)."""
+    if "normalization" not in meta:
+        raise SigmaError("normalization statistics missing", file="meta.json", field="normalization")
+    horizon, chunk = meta_dims(meta)
+    return {"format": SPEC_FORMAT, "normalization": meta["normalization"],
+            "cameras": list(meta.get("cameras") or []), "image_size": int(meta["params"]["image_size"]),
+            "fps": float((meta.get("dataset") or {}).get("fps", 10.0)), "state_dim": int(meta["state_dim"]),
+            "action_dim": int(meta["action_dim"]), "horizon": horizon, "chunk": chunk, "text": text or {},
+            "base": None}
+
+
+def write_policy_file(run: Path, spec: dict[str, Any]) -> Path:
+    path = Path(run) / POLICY_FILE
+    atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
+    return path
+
+
+def base_record(run: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The base whose actions the shards hold (meta.json["base_actions"]), made portable: an embedded base directory
+    is copied into RUN/base ({"path": "base", "fingerprint"}); anything else is kept as {"ref", "fingerprint"}.
+    None when the shards record no base (base actions written from Python without a source)."""
+    record = meta.get("base_actions") or {}
+    source, fingerprint = record.get("base"), record.get("fingerprint")
+    if not source:
+        return None
+    model_dir = _model_dir(Path(source))
+    if model_dir is None:  # a LeRobot path or hub id, or an embedded base that is gone: keep the name
+        return {"ref": str(source), "fingerprint": fingerprint}
+    if fingerprint and fingerprint_dir(model_dir) != fingerprint:
+        # The directory changed since `sigma base-actions`: copying it would serve another base than the one
+        # whose actions this run learned residuals over.
+        raise SigmaError(f"base {source} has fingerprint {fingerprint_dir(model_dir)}, the shards' base actions "
+                         f"were written by {fingerprint}; rerun `sigma base-actions`", file="meta.json",
+                         field="base_actions.fingerprint")
+    copy_base(model_dir, Path(run) / BASE_DIR)
+    return {"path": BASE_DIR, "fingerprint": fingerprint or fingerprint_dir(model_dir), "source": str(source)}
+
+
+def _model_dir(path: Path) -> Path | None:
+    """The embedded base's model directory at `path` (a `train-base` directory or its model/), else None."""
+    for d in (path, path / "model"):
+        if all((d / name).is_file() for name in MODEL_FILES):
+            return d
+    return None
+
+
+def copy_base(src: Path, dst: Path) -> None:
+    """config.json + model.safetensors into dst, each atomically (a resumed run copies them again, unchanged)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        atomic_write(dst / name, lambda tmp, name=name: shutil.copyfile(src / name, tmp))
+
+
+# ---- reading ----------------------------------------------------------------------------------------------------
+def read_run_spec(directory: Path, info: dict[str, Any], info_file: Path) -> dict[str, Any]:
+    """RUN/policy.json, or for a run written before it existed the same record rebuilt from the training shards'
+    meta.json (with its base record); one line when neither is readable."""
+    path = Path(directory) / POLICY_FILE
+    if path.is_file():
+        return _checked_spec(path)
+    from sigma_vla.data.shards import read_meta
+
+    shards = info.get("shards")
+    if not shards:
+        raise SigmaError(f"no {POLICY_FILE} and no shards recorded", file=info_file, field="shards")
+    try:
+        meta = read_meta(shards)
+    except SigmaError as err:
+        raise SigmaError(f"no {POLICY_FILE} (a run from before portable runs) and its training shards are not "
+                         f"readable ({err.one_line()}); restore them or retrain", file=path) from None
+    spec = spec_from_meta(meta)
+    source = (meta.get("base_actions") or {}).get("base")
+    spec["base"] = {"ref": source, "fingerprint": None} if source else None
+    return spec
+
+
+def _checked_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SigmaError(f"unreadable: {first_line(err)}", file=path) from None
+    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+        raise SigmaError(f"not a {SPEC_FORMAT} file", file=path, field="format")
+    for key in REQUIRED:
+        if key not in spec:
+            raise SigmaError("missing", file=path, field=key)
+    return spec
+
+
+def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | None:
+    """The base directory a Sigma run names: RUN/base (checked by fingerprint), or a recorded reference that is a
+    local directory with the recorded fingerprint. None when the run names no base."""
+    record, path = spec.get("base"), Path(directory) / POLICY_FILE
+    if not record:
+        return None
+    if record.get("path"):
+        where, field = Path(directory) / record["path"], "base.path"
+    else:
+        where, field = Path(str(record.get("ref"))), "base.ref"
+    model_dir = _model_dir(where)
+    if model_dir is None:
+        raise SigmaError(f"base {where} is not a base-policy directory (config.json + model.safetensors)",
+                         file=path, field=field)
+    want = record.get("fingerprint")
+    if want and fingerprint_dir(model_dir) != want:
+        raise SigmaError(f"base {where} has fingerprint {fingerprint_dir(model_dir)}, the run was trained over "
+                         f"{want}", file=path, field="base.fingerprint")
+    return model_dir
+
+
+def check_shards_match(spec: dict[str, Any], meta: dict[str, Any], spec_file: Path) -> None:
+    """New shards evaluated with a run must have the run's shapes; fields a shard format lacks are not compared
+    (the paper's .pt shards carry no cameras list)."""
+    params = meta.get("params") or {}
+    theirs = {"state_dim": meta.get("state_dim"), "action_dim": meta.get("action_dim"),
+              "cameras": meta.get("cameras"), "image_size": params.get("image_size"),
+              "horizon": params.get("horizon"), "chunk": params.get("chunk")}
+    for key, value in theirs.items():
+        if value is not None and spec.get(key) is not None and value != spec[key]:
+            raise SigmaError(f"the run has {key} {spec[key]!r}, the shards' meta.json {value!r}", file=spec_file,
+                             field=key)
