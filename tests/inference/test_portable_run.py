@@ -1,0 +1,144 @@
+"""A run is the deployable model (issue 9, item 1): moved to another directory with its shards and base deleted, it
+loads, serves, rolls out and evaluates on new shards with the same actions; older runs still load from their shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sigma_vla.errors import SigmaError
+from sigma_vla.inference.policy import load_policy, load_sigma_policy
+from sigma_vla.models import SigmaConfig
+from sigma_vla.training.run import finetune_base, train_base, train_sigma
+from tests.conftest import run_cli
+from tests.training.fake_shards import write_fake_shards
+
+CAMERA, SIDE = "observation.images.front", 16  # the simulator's camera, so `sigma rollout` can drive the run
+BASE_OPTIONS = dict(vision_tokens=4, grid=2, width=16, layers=1, heads=2, text_max_len=8, pretrained_text=False,
+                    text_dim=16)
+TRAIN = {"steps": 2, "batch_size": 4}
+
+
+def _so101_shards(out: Path, seed: int, capsys, base: Path | None = None) -> Path:
+    """Fake shards shaped like the SO-101 simulator (14-dim state, 4-dim action, one front camera)."""
+    cfg = SigmaConfig.tiny(state_dim=14, action_dim=4)
+    cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, num_cameras=1))
+    write_fake_shards(out, n_train=12, n_val=8, seed=seed, config=cfg, image_size=SIDE)
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "cameras": [CAMERA]}))
+    if base is not None:
+        code, _, err = run_cli(["base-actions", out, "--base", base, "--no-progress"], capsys)
+        assert code == 0, err
+    return out
+
+
+def _obs(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"observation.state": rng.normal(size=14).astype(np.float32),
+            CAMERA: rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)}
+
+
+def _actions(policy) -> list[np.ndarray]:
+    policy.reset()
+    return [policy.infer(_obs(i), "put it far left")["actions"] for i in range(3)]  # memory advances across plans
+
+
+def _served_actions(run: Path) -> list[np.ndarray]:
+    from sigma_vla.cli.serve import load_policy_factory
+
+    return _actions(load_policy_factory(run)())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """root/ with shards (base actions of root/base), base (`train-base`), run (Sigma), ft (`--finetune-base`)."""
+    root = tmp_path_factory.mktemp("portable")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        shards = _so101_shards(root / "shards", 0, None)
+        train_base(shards, root / "base", None, split="train", steps=2, batch_size=4, progress=False,
+                   model_options=BASE_OPTIONS)
+        from sigma_vla.models.base_actions import fingerprint_dir, write_base_actions
+        from sigma_vla.models.base_policy import load_base_policy
+
+        write_base_actions(shards, load_base_policy(root / "base"), fingerprint_dir(root / "base"),
+                           source=str((root / "base").resolve()))
+        train_sigma(shards, root / "run", "tiny", TRAIN, progress=False)
+        finetune_base(shards, root / "ft", root / "base", "tiny", TRAIN, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return root
+
+
+def test_run_directory_holds_its_policy_spec_and_base(trained):
+    spec = json.loads((trained / "run" / "policy.json").read_text())
+    assert spec["cameras"] == [CAMERA] and spec["image_size"] == SIDE
+    assert (spec["state_dim"], spec["action_dim"]) == (14, 4) and spec["normalization"]["action"]["std"]
+    assert spec["base"]["path"] == "base" and len(spec["base"]["fingerprint"]) == 16
+    assert sorted(p.name for p in (trained / "run" / "base").iterdir()) == ["config.json", "model.safetensors"]
+    for other in ("base", "ft"):  # the base directory and the control group carry their own spec, no copied base
+        assert json.loads((trained / other / "policy.json").read_text())["base"] is None
+
+
+def test_an_older_run_loads_from_its_shards_and_says_so_when_they_are_gone(trained, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(trained / "run", old)
+    (old / "policy.json").unlink()
+    shutil.rmtree(old / "base")  # as written before portable runs: shards and base named by absolute paths
+    for a, b in zip(_actions(load_sigma_policy(old)), _actions(load_sigma_policy(trained / "run"))):
+        np.testing.assert_array_equal(a, b)
+    info = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**info, "shards": str(tmp_path / "deleted")}))
+    with pytest.raises(SigmaError) as err:
+        load_sigma_policy(old)
+    assert "policy.json" in err.value.one_line() and "\n" not in err.value.one_line()
+
+
+def test_a_base_that_does_not_match_its_fingerprint_is_refused(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    cfg = json.loads((run / "base" / "config.json").read_text())
+    cfg["config"]["instruction"] = "another base"
+    (run / "base" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SigmaError) as err:
+        load_sigma_policy(run)
+    assert "base.fingerprint" in err.value.one_line() and "policy.json" in err.value.one_line()
+
+
+def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(trained, tmp_path, capsys):
+    """Last in this file: it deletes the module's shards, base and runs."""
+    run, ft, base = trained / "run", trained / "ft", trained / "base"
+    want = {"run": _actions(load_sigma_policy(run)), "ft": _actions(load_policy(ft, "base")),
+            "base": _actions(load_policy(base, "base"))}
+    served = _served_actions(run)
+    for a, b in zip(served, want["run"]):
+        np.testing.assert_array_equal(a, b)
+    moved = tmp_path / "elsewhere"
+    for name in want:
+        shutil.copytree(trained / name, moved / name)
+    shutil.rmtree(trained)  # the dataset's shards, the base directory and the original runs are gone
+
+    for name, actions in want.items():
+        mode = "sigma+adapter" if name == "run" else "base"
+        for a, b in zip(_actions(load_policy(moved / name, mode)), actions):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(_served_actions(moved / "run"), served):
+        np.testing.assert_array_equal(a, b)
+
+    new = _so101_shards(tmp_path / "new_shards", 7, capsys, base=moved / "run" / "base")  # base actions by the copy
+    code, out, err = run_cli(["eval", moved / "run", new, "--out", tmp_path / "eval", "--split", "val",
+                              "--bootstrap", "10", "--finetuned-base", moved / "ft"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval" / "sigma_eval_report.json").read_text())["groups"]
+    pytest.importorskip("mujoco")
+    code, out, err = run_cli(["rollout", moved / "run", "--out", tmp_path / "roll", "--episodes", "1",
+                              "--max-steps", "3", "--animations", "0"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "roll" / "rollouts.json").is_file()
