@@ -58,6 +58,9 @@ def base_record(run: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     source, fingerprint = record.get("base"), record.get("fingerprint")
     if not source:
         return None
+    kept = _model_dir(Path(run) / BASE_DIR)
+    if kept is not None and fingerprint and fingerprint_dir(kept) == fingerprint:  # a resumed run: already copied
+        return {"path": BASE_DIR, "fingerprint": fingerprint, "source": str(source)}
     model_dir = _model_dir(Path(source))
     if model_dir is None:  # a LeRobot path or hub id, or an embedded base that is gone: keep the name
         return {"ref": str(source), "fingerprint": fingerprint}
