@@ -59,11 +59,19 @@ def test_truncated_model_to_eval(copies, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damaged", ["run/model/model.safetensors", "base/model.safetensors", "base/config.json"])
-def test_damaged_model_to_serve(damaged, copies, tmp_path, capsys):
+@pytest.mark.parametrize("portable", [True, False])
+def test_damaged_model_to_serve(damaged, portable, copies, tmp_path, capsys):
     shards, run = copies
-    TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(tmp_path / "base")
-    meta = json.loads((shards / "meta.json").read_text())
-    (shards / "meta.json").write_text(json.dumps({**meta, "base_actions": {"base": str(tmp_path / "base")}}))
+    if portable:  # the base copied into the run, named by RUN/policy.json (no fingerprint: damage is found on load)
+        damaged = damaged.replace("base/", "run/base/")
+        TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(run / "base")
+        spec = json.loads((run / "policy.json").read_text())
+        (run / "policy.json").write_text(json.dumps({**spec, "base": {"path": "base", "fingerprint": None}}))
+    else:  # a run from before policy.json: its base is the one its shards name
+        (run / "policy.json").unlink()
+        TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(tmp_path / "base")
+        meta = json.loads((shards / "meta.json").read_text())
+        (shards / "meta.json").write_text(json.dumps({**meta, "base_actions": {"base": str(tmp_path / "base")}}))
     _truncate(tmp_path / damaged)
     code, out, err = run_cli(["serve", run, "--port", "0"], capsys)
     assert code == 2 and damaged in _error_line(err) and "serving" not in out
