@@ -55,10 +55,8 @@ def _served_actions(run: Path) -> list[np.ndarray]:
     return _actions(load_policy_factory(run)())
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def _train_all(root: Path) -> Path:
     """root/ with shards (base actions of root/base), base (`train-base`), run (Sigma), ft (`--finetune-base`)."""
-    root = tmp_path_factory.mktemp("portable")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -75,6 +73,11 @@ def trained(tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(before)
     return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return _train_all(tmp_path_factory.mktemp("portable"))
 
 
 def test_run_directory_holds_its_policy_spec_and_base(trained):
@@ -112,8 +115,8 @@ def test_a_base_that_does_not_match_its_fingerprint_is_refused(trained, tmp_path
     assert "base.fingerprint" in err.value.one_line() and "policy.json" in err.value.one_line()
 
 
-def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(trained, tmp_path, capsys):
-    """Last in this file: it deletes the module's shards, base and runs."""
+def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(tmp_path, capsys):
+    trained = _train_all(tmp_path / "origin")  # its own: everything under it is deleted below
     run, ft, base = trained / "run", trained / "ft", trained / "base"
     want = {"run": _actions(load_sigma_policy(run)), "ft": _actions(load_policy(ft, "base")),
             "base": _actions(load_policy(base, "base"))}
