@@ -1,5 +1,5 @@
 """Truncated shards and models, out-of-range values in shards and options: train, eval, serve and base-actions
-stop with one line naming the file (and field), exit 2, no traceback, no partial run (issue 11, defects 5 and 6)."""
+stop with one line naming the file (and field), exit 2, no traceback, no partial run."""
 
 from __future__ import annotations
 

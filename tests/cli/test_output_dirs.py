@@ -1,6 +1,6 @@
 """One rule for every command that writes a directory (sigma_vla.outdir, README "Reliability"): a directory
 holding files that are not ours is refused in one line naming a file, exit 2, and every file is kept; a path that
-cannot be written is one line too (issue 11, defects 1 and 5)."""
+cannot be written is one line too."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Usage errors print the usage line and the message and exit 2, for every command (README, Reliability): typer
-carries its own copy of click, whose exceptions the CLI must still recognise (issue 11, defect 9)."""
+carries its own copy of click, whose exceptions the CLI must still recognise."""
 
 from __future__ import annotations
 

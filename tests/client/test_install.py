@@ -1,4 +1,4 @@
-"""The robot side is its own distribution (client/, sigma-vla-client; issue 9, item 2): `pip install ./client`
+"""The robot side is its own distribution (client/, sigma-vla-client): `pip install ./client`
 into a bare venv pulls no torch, and its PolicyClient talks to our server.
 
 The install uses pip's configured indexes for numpy, msgpack, websockets (and setuptools for the build); where

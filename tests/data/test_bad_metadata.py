@@ -1,5 +1,5 @@
 """Metadata of the wrong type or range, and option values out of range: one line naming the file and the field,
-exit 2, no traceback, nothing written (issue 11, defects 5, 6 and 7). Each case mutates a copy of the real SO-101
+exit 2, no traceback, nothing written. Each case mutates a copy of the real SO-101
 recording; `sigma prep` is the command (its reader is the one every command uses)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A run is the deployable model (issue 9, item 1): moved to another directory with its shards and base deleted, it
+"""A run is the deployable model: moved to another directory with its shards and base deleted, it
 loads, serves, rolls out and evaluates on new shards with the same actions; older runs still load from their shards."""
 
 from __future__ import annotations

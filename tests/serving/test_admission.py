@@ -1,4 +1,4 @@
-"""The server stays open to its real clients (issue 11, defect 2; README "Serving a real robot"): idle connections
+"""The server stays open to its real clients: idle connections
 time out and give their slot to a new client when the server is full, clients that send back-to-back do not make
 a light client wait behind them, and the token is accepted only when presented exactly once, exactly."""
 

@@ -1,4 +1,4 @@
-"""The malformed-message suite (issue 6, safety): each bad message gets an error reply naming the problem, and
+"""The malformed-message suite: each bad message gets an error reply naming the problem, and
 the same connection then still serves a valid request; nothing bad ever reaches the policy."""
 
 from __future__ import annotations

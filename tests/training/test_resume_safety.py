@@ -1,4 +1,4 @@
-"""--resume survives a damaged checkpoint and refuses to mix runs (issue 11, defects 3 and 4; README "Reliability").
+"""--resume survives a damaged checkpoint and refuses to mix runs.
 
 Checkpoints are verified against their manifest (sizes and sha256) before they are trusted; a damaged newest one
 is set aside (renamed, never deleted) and the run continues from the newest verified one, with the same result as

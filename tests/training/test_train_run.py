@@ -115,7 +115,7 @@ def test_cli_train_bf16_accum_and_plot(tmp_path, shards, monkeypatch, capsys):
 
 def test_cli_resume_checks_what_it_resumes(tmp_path, shards, monkeypatch, capsys):
     """--resume continues with the run's own settings; another shards directory or --lr is one line naming it;
-    more --steps needs --extend-steps (issue 11, defect 4)."""
+    more --steps needs --extend-steps."""
     import shutil
 
     run = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""`sigma serve RUN`: answer a robot's observations with Sigma's action chunks over websockets (issue 6)."""
+"""`sigma serve RUN`: answer a robot's observations with Sigma's action chunks over websockets."""
 
 from __future__ import annotations
 

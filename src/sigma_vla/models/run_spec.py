@@ -1,4 +1,4 @@
-"""A run's own policy.json and base/: what makes a run directory the deployable model (issue 9, item 1).
+"""A run's own policy.json and base/: what makes a run directory the deployable model.
 
 Training writes RUN/policy.json: everything inference needs besides the weights (normalisation statistics, cameras,
 image side, fps, state/action dims, horizon and chunk, text settings) and the base the run corrects. A Sigma run

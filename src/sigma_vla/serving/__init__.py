@@ -1,4 +1,4 @@
-"""Serving a policy to a robot over websockets (issue 6): `sigma serve`, the server and the served interface.
+"""Serving a policy to a robot over websockets: `sigma serve`, the server and the served interface.
 
 The robot side is `sigma_vla_client` (numpy + msgpack + websockets only); the wire format both use is
 `sigma_vla_client.wire`.

@@ -1,4 +1,4 @@
-"""The policy server: websocket + msgpack, metadata first, one policy instance per connection (issue 6).
+"""The policy server: websocket + msgpack, metadata first, one policy instance per connection.
 
 Modelled on openpi's remote inference (the client gets the policy's metadata on connect, then sends
 observations and receives action chunks), without pickle anywhere: LeRobot's gRPC async inference unpickled
