@@ -13,7 +13,6 @@ policy.json.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 
 from sigma_vla.errors import SigmaError
 from sigma_vla.models.base_actions import meta_dims
-from sigma_vla.models.run_spec import base_record, spec_from_meta, write_policy_file
+from sigma_vla.models.run_spec import base_record, copy_base, spec_from_meta, write_policy_file
 from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.training import checkpoint as ckpt
@@ -187,8 +186,7 @@ def train_base(shards: Path, out: Path, instruction: str | None, split: str = "b
     base = TinyBasePolicy(config)
     claim_dir(out, "base")  # the one output rule: files that are not ours are refused and kept
     result = _fit_base_policy(base, meta, train_cfg, data, None, out, resume=resume, progress=progress)
-    for name in ("model.safetensors", "config.json"):  # OUT/ itself is a base-policy directory
-        shutil.copy2(out / "model" / name, out / name)
+    copy_base(out / "model", out)  # OUT/ itself is a base-policy directory (atomic copies, as RUN/base gets)
     last = result.history[-1].get("loss", float("nan")) if result.history else float("nan")
     info = {"split": split, "samples": len(data), "steps": result.steps, "instruction": instruction,
             "shards": str(shards.resolve()), "last_loss": float(last)}
