@@ -2,7 +2,8 @@
 
 train-base: training.run.train_base (the shards' `base` split, one generic instruction that names no zone; see
 docs/architecture.md, "Language that matters"). base-actions: models.base_actions.write_base_actions (the frozen
-base's actions into every shard, resumable).
+base's actions into every shard, resumable); the base is an embedded one or a `lerobot:PATH_OR_ID` checkpoint
+(models/lerobot_load.py).
 """
 
 from __future__ import annotations
@@ -41,15 +42,18 @@ def train_base(
 
 def base_actions(
     shards: Path = typer.Argument(..., help="Shard directory written by `sigma prep`."),
-    base: Path = typer.Option(..., "--base", help="Base-policy directory written by `sigma train-base`."),
+    base: str = typer.Option(..., "--base", help="Base-policy directory written by `sigma train-base`, or "
+                                                "lerobot:PATH_OR_ID (a LeRobot checkpoint, its own processors)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Add the frozen base's actions (base_action_*) to every shard of SHARDS (resumable)."""
-    from sigma_vla.models.base_actions import fingerprint_dir, write_base_actions
-    from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.data.shards import read_meta
+    from sigma_vla.models.base_actions import write_base_actions
+    from sigma_vla.models.lerobot_load import load_base
 
-    policy = load_base_policy(base)
-    done = write_base_actions(shards, policy, fingerprint_dir(base), batch_size, progress, str(base.resolve()))
+    meta = read_meta(shards)
+    policy, fingerprint, source = load_base(base, meta, spec_file=shards / "meta.json")
+    done = write_base_actions(shards, policy, fingerprint, batch_size, progress, source)
     typer.echo(f"base actions in {done['shards']} shards ({done['written']} written, {done['skipped']} already "
                f"done, {done['samples']} windows) in {shards}")

@@ -112,7 +112,8 @@ class SigmaPolicy:
                   for k in self.config.camera_keys]  # V x (3, S, S)
         s = self.config.image_size
         vision = (torch.stack(frames)[None] if frames else torch.zeros(1, 0, 3, s, s, dtype=torch.uint8))
-        batch = {"robot_state": self.norm.state(state), "vision_inputs": vision}  # (1, Ds), (1, V, 3, S, S)
+        batch = {"robot_state": self.norm.state(state), "vision_inputs": vision,  # (1, Ds), (1, V, 3, S, S)
+                 "task": [instruction]}  # a LeRobot base tokenizes the words itself (models/lerobot_base.py)
         if self.tokenizer is not None:
             batch.update(self.tokenizer([instruction]))  # (1, L) ids and mask
         return batch
@@ -232,7 +233,9 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
                       n_action_steps: int = 4) -> SigmaPolicy:
     """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on (RUN/base,
     or for an older run the base directory its shards recorded), unless `base_dir` names another."""
+    from sigma_vla.models.backbone import tokenizer_path
     from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.models.lerobot_load import is_lerobot_ref, lerobot_base
     from sigma_vla.models.run_spec import resolve_base
     from sigma_vla.models.text import TextTokenizer
 
@@ -241,13 +244,15 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
     if not base_dir:
         raise SigmaError("no base policy recorded; pass the base directory", file=Path(run) / "policy.json",
                          field="base")
+    base = (lerobot_base(base_dir, spec, "base.ref", Path(run) / "policy.json") if is_lerobot_ref(base_dir)
+            else load_base_policy(base_dir))  # a LeRobot checkpoint by its reference, or an embedded base
     model = load_run_model(Path(run))
     lang = model.config.language
-    tokenizer = TextTokenizer(lang.text_max_len) if lang.text_mode == "tokens" else None
+    tokenizer = (TextTokenizer(lang.text_max_len, tokenizer_path(model.config.backbone))
+                 if lang.text_mode == "tokens" else None)
     config, info = _policy_setup(spec, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
                                  adapter=load_adapter_config(run))
-    return SigmaPolicy(model, load_base_policy(base_dir), Normalizer.from_dict(spec["normalization"]), tokenizer,
-                       config, info)
+    return SigmaPolicy(model, base, Normalizer.from_dict(spec["normalization"]), tokenizer, config, info)
 
 
 def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:

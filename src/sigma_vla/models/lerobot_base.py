@@ -62,7 +62,7 @@ class LeRobotPolicyBase(BasePolicy):
                 raise TypeError(f"{type(policy).__name__} has no {name}(): not a LeRobot policy")
         self.policy = policy
         self.horizon = int(horizon)
-        self.declared = _declared_features(policy)
+        self.declared = declared_features(policy)
         declared_cams = list(self.declared["images"])
         if camera_keys is None and not declared_cams:
             raise ValueError("cannot read the policy's image_features: pass camera_keys=")
@@ -176,7 +176,7 @@ def _shape(feature: Any) -> tuple[int, ...] | None:
     return tuple(int(d) for d in shape) if shape else None
 
 
-def _declared_features(policy: Any) -> dict[str, Any]:
+def declared_features(policy: Any) -> dict[str, Any]:
     """What the policy's config declares: {"images": {key: (3, H, W) or None}, "state_dim", "action_dim",
     "resizes"}; None (or {}) where it declares nothing (duck typing: any config without these fields works)."""
     config = getattr(policy, "config", None)

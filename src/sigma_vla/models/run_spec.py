@@ -4,8 +4,9 @@ Training writes RUN/policy.json: everything inference needs besides the weights 
 image side, fps, state/action dims, horizon and chunk, text settings) and the base the run corrects. A Sigma run
 carries its embedded base in RUN/base/ (config.json + model.safetensors, a few MB) and names it by that relative
 path, so `sigma serve`, `sigma rollout` and `sigma eval` need neither the training shards nor the original base
-directory. A base that is not an embedded one (a LeRobot policy, added from Python) is recorded as its reference
-string and fingerprint, and checked against the fingerprint when the reference is a local directory.
+directory. A base that is not an embedded one (a `lerobot:PATH_OR_ID` checkpoint, or a base added from Python) is
+recorded as its reference string and fingerprint, and checked against the fingerprint when the reference is a local
+directory.
 
 Runs written before policy.json existed still load: `read_run_spec` rebuilds the same record from the shards'
 meta.json at the path in run.json, and says in one line when neither is there.
@@ -23,6 +24,8 @@ from typing import Any
 
 from sigma_vla.errors import SigmaError, first_line
 from sigma_vla.models.base_actions import fingerprint_dir, meta_dims
+from sigma_vla.models.lerobot_load import PREFIX as LEROBOT_PREFIX
+from sigma_vla.models.lerobot_load import check_fingerprint
 from sigma_vla.outdir import atomic_write, atomic_write_text
 
 POLICY_FILE = "policy.json"
@@ -58,6 +61,8 @@ def base_record(run: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     source, fingerprint = record.get("base"), record.get("fingerprint")
     if not source:
         return None
+    if str(source).startswith(LEROBOT_PREFIX):  # a LeRobot checkpoint: reloaded by its reference, never copied
+        return {"ref": str(source), "fingerprint": fingerprint}
     kept = _model_dir(Path(run) / BASE_DIR)
     if kept is not None and fingerprint and fingerprint_dir(kept) == fingerprint:  # a resumed run: already copied
         return {"path": BASE_DIR, "fingerprint": fingerprint, "source": str(source)}
@@ -125,12 +130,17 @@ def _checked_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | None:
-    """The base directory a Sigma run names: RUN/base (checked by fingerprint), or a recorded reference that is a
-    local directory with the recorded fingerprint. None when the run names no base."""
+def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
+    """The base a Sigma run names: RUN/base (checked by fingerprint), a recorded reference that is a local directory
+    with the recorded fingerprint, or a `lerobot:` reference (its fingerprint checked when it is a local directory;
+    models/lerobot_load.py loads it). None when the run names no base."""
     record, path = spec.get("base"), Path(directory) / POLICY_FILE
     if not record:
         return None
+    ref = str(record.get("ref") or "")
+    if not record.get("path") and ref.startswith(LEROBOT_PREFIX):
+        check_fingerprint(ref, record.get("fingerprint"), path, "base")
+        return ref
     if record.get("path"):
         where, field = Path(directory) / record["path"], "base.path"
     else:
