@@ -34,6 +34,9 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", help="End this invocation after N steps (resume later)."),
     finetune_base: Path = typer.Option(None, "--finetune-base",
                                        help="Fine-tune this base-policy directory instead (the control group)."),
+    backbone: str = typer.Option(None, "--backbone",
+                                 help="lerobot:PATH_OR_ID: LoRA on that LeRobot VLA's own language model, with its "
+                                      "tokenizer (pi0.5's PaliGemma Gemma, SmolVLA's SmolVLM)."),
     keep_base_instruction: bool = typer.Option(
         False, "--keep-base-instruction",
         help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own."),
@@ -62,11 +65,18 @@ def train(
         raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
     overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
                  "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
+    if backbone is not None and not backbone.startswith("lerobot:"):
+        raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
+    if backbone is not None and finetune_base is not None:
+        raise SigmaError("--backbone is Sigma's; the control group keeps its base", field="--backbone")
+    if finetune_base is not None and str(finetune_base).startswith("lerobot:"):
+        raise SigmaError("fine-tunes an embedded base only; fine-tune a LeRobot base with `lerobot-train` on the "
+                         "same train episodes and steps (README, GPU recipe)", field="--finetune-base")
     if finetune_base is not None:
         result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after,
                           task_text=not keep_base_instruction, extend_steps=extend_steps)
     else:
-        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps)
+        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps, backbone)
     from accelerate.state import PartialState
 
     if PartialState().is_main_process:

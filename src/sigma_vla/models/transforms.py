@@ -82,13 +82,14 @@ class BatchTransform:
         self.norm, self.task_tokens, self.base_units = normalizer, task_tokens, base_units
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], text_max_len: int | None) -> BatchTransform:
-        """text_max_len None: no text tokens (command-id text mode, or a model that reads task_index)."""
+    def from_meta(cls, meta: dict[str, Any], text_max_len: int | None, tokenizer: str | None = None) -> BatchTransform:
+        """text_max_len None: no text tokens (command-id text mode, or a model that reads task_index). tokenizer:
+        the backbone's tokenizer directory (None: MiniLM's; models.backbone.tokenizer_path)."""
         tokens = None
         if text_max_len is not None:
             from sigma_vla.models.text import TaskTokens
 
-            tokens = TaskTokens(meta.get("tasks") or [""], text_max_len)
+            tokens = TaskTokens(meta.get("tasks") or [""], text_max_len, tokenizer)
         units = (meta.get("base_actions") or {}).get("units", "normalized")
         return cls(Normalizer.from_meta(meta), tokens, units)
 

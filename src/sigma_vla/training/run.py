@@ -111,21 +111,28 @@ def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], wi
 
 def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
-                extend_steps: bool = False) -> TrainResult:
-    """`sigma train`: LoRA + telepathy heads with TRAF and TSAC on the train split, validation on the val split."""
+                extend_steps: bool = False, backbone: str | None = None) -> TrainResult:
+    """`sigma train`: LoRA + telepathy heads with TRAF and TSAC on the train split, validation on the val split.
+    backbone: a `lerobot:PATH_OR_ID` reference whose own language model (and tokenizer) replaces the experiment's
+    backbone (models.backbone.lerobot_backbone)."""
     from sigma_vla.models import SigmaModel
+    from sigma_vla.models.backbone import lerobot_backbone, tokenizer_path
 
     shards, out = Path(shards), Path(out)
     config = resolve_config(experiment, overrides or {}, out if resume else None)
     train_ds, val_ds, meta = load_splits(shards)
     model_cfg = model_config_for(meta, get_experiment(experiment).model_preset_config())
+    module = None
+    if backbone is not None:  # loaded before the seed: LeRobot's constructor draws random numbers
+        backbone_cfg, module = lerobot_backbone(backbone, model_cfg.backbone)
+        model_cfg = model_cfg.replace(backbone=backbone_cfg)
     identity = {"kind": "sigma", "experiment": experiment, "shards": str(shards.resolve()),
                 "model_config": model_cfg.to_dict()}
     check_run_dir(out, "sigma", identity, resume)
     torch.manual_seed(config.seed)  # identical initial weights on every rank and in every rerun
-    model = SigmaModel(model_cfg)
+    model = SigmaModel(model_cfg, backbone=module)
     text_len = model_cfg.language.text_max_len if model_cfg.language.text_mode == "tokens" else None
-    task = SigmaTask(model, config, BatchTransform.from_meta(meta, text_len))
+    task = SigmaTask(model, config, BatchTransform.from_meta(meta, text_len, tokenizer_path(model_cfg.backbone)))
     _write_run_file(out, identity)
     _write_policy_spec(out, meta, {"mode": model_cfg.language.text_mode, "max_len": model_cfg.language.text_max_len},
                        with_base=True)
