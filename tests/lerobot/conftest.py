@@ -43,7 +43,8 @@ def dataset_stats(shards: Path) -> dict[str, dict[str, torch.Tensor]]:
     """LeRobot's dataset_stats (raw units: mean, std, min, max) of the shards' state and actions."""
     data = load_shards(shards, ["robot_state", "gt_action_trajectory"])
     state, action = data["robot_state"].float(), data["gt_action_trajectory"].float().flatten(0, 1)  # (N, Ds), (N*T, Da)
-    stats = {key: {"mean": x.mean(0), "std": x.std(0), "min": x.amin(0), "max": x.amax(0)}
+    stats = {key: {"mean": x.mean(0), "std": x.std(0), "min": x.amin(0), "max": x.amax(0),
+                   "q01": x.quantile(0.01, dim=0), "q99": x.quantile(0.99, dim=0)}  # pi0.5 normalises by quantiles
              for key, x in (("observation.state", state), ("action", action))}
     for cam in read_meta(shards)["cameras"]:
         one = torch.ones(3, 1, 1)
@@ -77,3 +78,14 @@ def shard_batch(shards: Path, n: int = 4) -> dict[str, Any]:
 def _one_torch_thread(one_torch_thread):
     """Small models on a busy 2-core machine: intra-op threads only add contention (tests/conftest.py)."""
     yield
+
+
+def save_checkpoint(policy: Any, shards: Path, out: Path) -> Path:
+    """What a user's trained LeRobot checkpoint looks like: the policy's `save_pretrained` plus its pre/post-processor
+    pipelines (normalisation with the shards' raw statistics), in one directory."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    pre, post = make_pre_post_processors(policy.config, dataset_stats=dataset_stats(shards))
+    for part in (policy, pre, post):
+        part.save_pretrained(out)
+    return out

@@ -4,6 +4,8 @@ so only cameras, state and action dims are checked against the shards."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -52,3 +54,29 @@ def test_smolvla_state_dim_mismatch_is_one_line(shards, tiny_vlm):
     meta = read_meta(shards)
     with pytest.raises(SigmaError, match=r"state dim: the batch's robot_state has 6, the policy's config declares 8"):
         lerobot_base(make_smolvla(meta, tiny_vlm, state_dim=8), shards).predict_chunk(shard_batch(shards, 2))
+
+
+def test_smolvla_language_model_as_sigmas_backbone_through_the_cli(tiny_vlm, tmp_path, capsys):
+    """`sigma train --backbone lerobot:DIR`: LoRA on SmolVLA's own SmolVLM text model, with its tokenizer; only LoRA
+    trains inside the backbone, the run records the reference and `sigma eval` rebuilds the backbone from it."""
+    from sigma_vla.inference.policy import load_run_model
+    from tests.conftest import run_cli
+    from tests.lerobot.conftest import save_checkpoint
+    from tests.training.fake_shards import write_fake_shards
+
+    shards = write_fake_shards(tmp_path / "shards", n_train=8, n_val=4, with_base=True, image_size=32)
+    checkpoint = save_checkpoint(make_smolvla(read_meta(shards), tiny_vlm), shards, tmp_path / "smolvla")
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", shards, "--out", run, "--config", "tiny", "--steps", "2", "--batch-size", "4",
+                              "--no-progress", "--backbone", f"lerobot:{checkpoint}"], capsys)
+    assert code == 0, err
+    backbone = json.loads((run / "model" / "config.json").read_text())["config"]["backbone"]
+    assert (backbone["kind"], backbone["ref"], backbone["hidden_size"]) == ("lerobot", f"lerobot:{checkpoint}", 64)
+    report = json.loads((run / "param_report.json").read_text())
+    model = load_run_model(run)  # the text model again, from the reference; LoRA and heads from the run
+    assert type(model.backbone.model).__name__.startswith("Llama")  # SmolVLM's text model, not a stand-in
+    lora = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" in n)
+    assert report["groups"]["lora"]["params"] == lora > 0 and "backbone" not in report["groups"]  # LoRA only
+    code, out, err = run_cli(["eval", run, shards, "--out", tmp_path / "eval", "--split", "val", "--bootstrap",
+                              "10"], capsys)
+    assert code == 0, err
