@@ -67,7 +67,7 @@ def resolve(reference: str, field: str) -> Path:
         return Path(snapshot_download(target, local_files_only=True))
     except Exception as err:  # LocalEntryNotFoundError and friends: not cached
         raise SigmaError(f"{target} is not a local directory and not in the local Hugging Face cache "
-                         f"({first_line(err, with_type=True)}); this toolkit does not download: run "
+                         f"({type(err).__name__}); this toolkit does not download: run "
                          f"`hf download {target}` first", field=field) from None
 
 
