@@ -87,6 +87,30 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def atomic_dir(path: Path, write: Callable[[Path], Any]) -> None:
+    """write(tmp_dir) then rename it to `path`: a reader sees the old or the complete new directory (a model of
+    several files, such as a LeRobot checkpoint). A directory cannot replace another in one rename, so an old one
+    is renamed aside first and deleted after; a kill in between leaves it as a temp directory beside `path`."""
+    import shutil
+
+    path, tmp = Path(path), temp_path(path)
+    os.unlink(tmp)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        old = None
+        if path.exists():
+            old = temp_path(path)
+            os.unlink(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A CSV log (TRAIN_LOG, VAL_LOG) as one dict per row."""
     with open(path, newline="") as fh:
@@ -199,11 +223,16 @@ def release_dir(out: str | Path, created: bool) -> None:
 
 
 def remove_temp_files(out: Path) -> list[Path]:
-    """Our leftover temp files in a directory we own (a kill between write and rename leaves one)."""
+    """Our leftover temp files and directories (atomic_dir) in a directory we own (a kill between write and
+    rename leaves one)."""
+    import shutil
+
     removed = []
     for path in Path(out).glob(TMP_GLOB):
-        if path.is_file():
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
                 path.unlink()
-                removed.append(path)
+            removed.append(path)
     return removed

@@ -17,7 +17,8 @@ def no_lerobot(monkeypatch):
 
 
 @pytest.mark.parametrize("command", [["base-actions", "{shards}", "--base", "lerobot:{tmp}"],
-                                     ["train", "{shards}", "--out", "{tmp}/run", "--backbone", "lerobot:{tmp}"]])
+                                     ["train", "{shards}", "--out", "{tmp}/run", "--backbone", "lerobot:{tmp}"],
+                                     ["train", "{shards}", "--out", "{tmp}/run", "--finetune-base", "lerobot:{tmp}"]])
 def test_a_lerobot_reference_without_lerobot_is_one_line(command, tmp_path, capsys, no_lerobot):
     shards = write_fake_shards(tmp_path / "shards", n_train=4, n_val=0)
     args = [a.format(shards=shards, tmp=tmp_path) for a in command]
@@ -31,9 +32,3 @@ def test_backbone_takes_only_lerobot_references(tmp_path, capsys):
     shards = write_fake_shards(tmp_path / "shards", n_train=4, n_val=0)
     code, _, err = run_cli(["train", shards, "--out", tmp_path / "run", "--backbone", "gemma"], capsys)
     assert code == 2 and "--backbone" in err and "lerobot:PATH_OR_ID" in err, err
-
-
-def test_finetune_base_of_a_lerobot_reference_says_what_to_use(tmp_path, capsys):
-    shards = write_fake_shards(tmp_path / "shards", n_train=4, n_val=0)
-    code, _, err = run_cli(["train", shards, "--out", tmp_path / "ft", "--finetune-base", "lerobot:x"], capsys)
-    assert code == 2 and "--finetune-base" in err and "lerobot-train" in err, err

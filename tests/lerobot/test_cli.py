@@ -36,6 +36,12 @@ def make_policy(kind: str, meta: dict, **features):
     return make_diffusion(meta, **features)
 
 
+def saved_policy(kind: str, tmp_path: Path, capsys, **features) -> tuple[Path, Path]:
+    """(shards shaped like the simulator's, a `kind` checkpoint saved on them with its processors)."""
+    shards = _so101_shards(tmp_path / "shards", 0, capsys)
+    return shards, save_checkpoint(make_policy(kind, read_meta(shards), **features), shards, tmp_path / kind)
+
+
 def served_actions(run: Path) -> np.ndarray:
     """`sigma serve RUN` in its own process, asked once by the robot-side client."""
     from sigma_vla_client import PolicyClient
@@ -62,8 +68,7 @@ def served_actions(run: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["act", "diffusion"])
 def test_lerobot_base_end_to_end_through_the_cli(kind, tmp_path, capsys):
-    shards = _so101_shards(tmp_path / "shards", 0, capsys)
-    checkpoint = save_checkpoint(make_policy(kind, read_meta(shards)), shards, tmp_path / kind)
+    shards, checkpoint = saved_policy(kind, tmp_path, capsys)
     ref = f"lerobot:{checkpoint}"
     code, out, err = run_cli(["base-actions", shards, "--base", ref, "--batch-size", "8"], capsys)
     assert code == 0, err
@@ -100,8 +105,7 @@ def test_lerobot_base_end_to_end_through_the_cli(kind, tmp_path, capsys):
     ({"image_size": 32}, ["image_size", "16x16 px", "32x32", "--image-size 32"]),
 ])
 def test_features_that_differ_from_meta_json_are_one_line_exit_2(features, words, tmp_path, capsys):
-    shards = _so101_shards(tmp_path / "shards", 0, capsys)
-    checkpoint = save_checkpoint(make_policy("act", read_meta(shards), **features), shards, tmp_path / "act")
+    shards, checkpoint = saved_policy("act", tmp_path, capsys, **features)
     code, out, err = run_cli(["base-actions", shards, "--base", f"lerobot:{checkpoint}"], capsys)
     line = err.strip()
     assert code == 2 and "\n" not in line and line.startswith("error: "), err
@@ -110,8 +114,7 @@ def test_features_that_differ_from_meta_json_are_one_line_exit_2(features, words
 
 
 def test_a_changed_checkpoint_is_refused_by_the_run(tmp_path, capsys):
-    shards = _so101_shards(tmp_path / "shards", 0, capsys)
-    checkpoint = save_checkpoint(make_policy("act", read_meta(shards)), shards, tmp_path / "act")
+    shards, checkpoint = saved_policy("act", tmp_path, capsys)
     assert run_cli(["base-actions", shards, "--base", f"lerobot:{checkpoint}", "--no-progress"], capsys)[0] == 0
     assert run_cli(["train", shards, "--out", tmp_path / "run", *TRAIN], capsys)[0] == 0
     config = json.loads((checkpoint / "config.json").read_text())

@@ -32,14 +32,16 @@ def train(
                                       help="With --resume: train to a larger --steps; the LR schedule and TSAC "
                                            "curriculum keep their planned shape (extra steps run at their end)."),
     stop_after: int = typer.Option(None, "--stop-after", help="End this invocation after N steps (resume later)."),
-    finetune_base: Path = typer.Option(None, "--finetune-base",
-                                       help="Fine-tune this base-policy directory instead (the control group)."),
+    finetune_base: str = typer.Option(None, "--finetune-base",
+                                      help="Fine-tune this base instead (the control group): a base-policy directory, "
+                                           "or lerobot:PATH_OR_ID (its own loss; saved as a LeRobot checkpoint)."),
     backbone: str = typer.Option(None, "--backbone",
                                  help="lerobot:PATH_OR_ID: LoRA on that LeRobot VLA's own language model, with its "
                                       "tokenizer (pi0.5's PaliGemma Gemma, SmolVLA's SmolVLM)."),
     keep_base_instruction: bool = typer.Option(
         False, "--keep-base-instruction",
-        help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own."),
+        help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own (a "
+             "LeRobot base, which has none, reads train-base's default one)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train Sigma (or fine-tune the base) on SHARDS; see RUN/train_log.csv and `sigma plot-losses RUN`."""
@@ -69,12 +71,12 @@ def train(
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:
         raise SigmaError("--backbone is Sigma's; the control group keeps its base", field="--backbone")
-    if finetune_base is not None and str(finetune_base).startswith("lerobot:"):
-        raise SigmaError("fine-tunes an embedded base only; fine-tune a LeRobot base with `lerobot-train` on the "
-                         "same train episodes and steps (README, GPU recipe)", field="--finetune-base")
     if finetune_base is not None:
+        from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
+
         result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after,
-                          task_text=not keep_base_instruction, extend_steps=extend_steps)
+                          task_text=not keep_base_instruction, extend_steps=extend_steps,
+                          instruction=GENERIC_INSTRUCTION)
     else:
         result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps, backbone)
     from accelerate.state import PartialState

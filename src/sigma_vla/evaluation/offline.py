@@ -24,9 +24,17 @@ from sigma_vla.models.transforms import BatchTransform, Normalizer
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 
 
-def load_finetuned_base(run: Path | None):
-    """The control group's model (RUN/model of `sigma train --finetune-base`), or None."""
-    return None if run is None else load_base_policy(Path(run) / "model")
+def load_finetuned_base(run: Path | None, meta: dict | None = None):
+    """The control group's model (RUN/model of `sigma train --finetune-base`: an embedded base, or a LeRobot
+    checkpoint that reads the evaluated shards' normalisation and tasks, `meta`), or None."""
+    if run is None:
+        return None
+    from sigma_vla.models.run_spec import POLICY_FILE, load_run_base, read_run_spec
+
+    run = Path(run)
+    if not (run / POLICY_FILE).is_file():  # a run from before policy.json: always an embedded base
+        return load_base_policy(run / "model")
+    return load_run_base(run, read_run_spec(run, {}, run / "run.json"), meta)
 
 
 def load_eval_data(shards: Path, split: str):
@@ -65,7 +73,7 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     transform = BatchTransform.from_meta(meta, cfg.text_max_len if cfg.text_mode == "tokens" else None,
                                          tokenizer_path(model.config.backbone))
     norm = Normalizer.from_meta(meta)
-    res = replay(model, data, transform, norm.unaction, batch_size, load_finetuned_base(finetuned_base),
+    res = replay(model, data, transform, norm.unaction, batch_size, load_finetuned_base(finetuned_base, meta),
                  load_adapter_config(run), progress=progress)
     heads = check_a(dict(model.head_named_parameters()))
     report = build_report(res, meta, heads, HardThresholds(), n_boot)

@@ -263,9 +263,9 @@ def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:
 
 def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     """A base on its own as a controller (mode "base"): a `sigma train-base` directory (the untuned base) or a
-    `sigma train --finetune-base` run (the control group, which reads the instruction)."""
-    from sigma_vla.models.base_policy import load_base_policy
-    from sigma_vla.models.run_spec import read_run_spec
+    `sigma train --finetune-base` run (the control group, which reads the instruction; an embedded base or a
+    LeRobot checkpoint, models/run_spec.py load_run_base)."""
+    from sigma_vla.models.run_spec import load_run_base, read_run_spec
     from sigma_vla.models.text import TextTokenizer
 
     directory = Path(directory)
@@ -273,8 +273,8 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     if not (directory / name).is_file():
         raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
     spec = read_run_spec(directory, json.loads((directory / name).read_text()), directory / name)
-    base = load_base_policy(directory)
-    cfg = getattr(base, "config", None)
+    base = load_run_base(directory, spec)
+    cfg = getattr(base, "config", None)  # an embedded base's; a LeRobot base tokenizes the task words itself
     tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
     config, info = _policy_setup(spec, mode="base", n_action_steps=n_action_steps)
     return SigmaPolicy(None, base, Normalizer.from_dict(spec["normalization"]), tokenizer, config, info)

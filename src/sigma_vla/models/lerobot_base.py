@@ -50,13 +50,16 @@ class LeRobotPolicyBase(BasePolicy):
                  action_dim: int | None = None, tasks: Sequence[str] | None = None,
                  preprocess: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  postprocess: Callable[[Tensor], Tensor] | None = None,
-                 state_stats: Stats | None = None, action_stats: Stats | None = None):
+                 state_stats: Stats | None = None, action_stats: Stats | None = None,
+                 instruction: str | None = None):
         """policy: the LeRobot policy object. horizon: T, the chunk length we return (the policy must predict at
         least T steps). camera_keys: LeRobot image keys in the order of our V cameras (short names such as 'front'
         become 'observation.images.front'); default: the policy config's image_features. tasks: task strings by
         task_index, when batches carry no 'task' list. preprocess / postprocess: LeRobot's processor pipelines
         (they normalise inputs and unnormalise actions with the policy's own stats). state_stats / action_stats:
-        the shards' normalisation (mean, std), to hand the policy raw state and to bring its raw actions back."""
+        the shards' normalisation (mean, std), to hand the policy raw state and to bring its raw actions back.
+        instruction: the one task string every sample reads (a control group fine-tuned with
+        --keep-base-instruction) instead of each window's own."""
         for name in ("predict_action_chunk", "reset"):
             if not callable(getattr(policy, name, None)):
                 raise TypeError(f"{type(policy).__name__} has no {name}(): not a LeRobot policy")
@@ -80,21 +83,27 @@ class LeRobotPolicyBase(BasePolicy):
         self.tasks = list(tasks) if tasks is not None else None
         self.preprocess, self.postprocess = preprocess, postprocess
         self.state_stats, self.action_stats = state_stats, action_stats
+        self.instruction = instruction
 
     def to_lerobot(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Our batch -> LeRobot's observation dict (see the module docstring for the mapping)."""
         self.check_batch(batch)
+        state = batch["robot_state"].float()  # (B, Ds)
+        if self.state_stats is not None:
+            mean, std = self.state_stats
+            state = state * std.to(state) + mean.to(state)  # back to raw units
+        return self.observation(batch, state)
+
+    def observation(self, batch: dict[str, Any], raw_state: Tensor) -> dict[str, Any]:
+        """Cameras as float in [0, 1] under LeRobot's keys, the raw-unit state (B, Ds) and the task strings: shared
+        by inference (to_lerobot) and fine-tuning on raw shard batches (models/lerobot_finetune.py)."""
         out: dict[str, Any] = {}
         frames = batch.get("vision_inputs")
         for i, key in enumerate(self.camera_keys):
             img = frames[:, i]  # (B, 3, S, S)
             out[key] = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()  # (B, 3, S, S) in [0, 1]
-        state = batch["robot_state"].float()  # (B, Ds)
-        if self.state_stats is not None:
-            mean, std = self.state_stats
-            state = state * std.to(state) + mean.to(state)  # back to raw units
-        out[STATE_KEY] = state
-        out["task"] = self._tasks(batch, state.shape[0])
+        out[STATE_KEY] = raw_state
+        out["task"] = self._tasks(batch, raw_state.shape[0])
         return out
 
     def check_batch(self, batch: dict[str, Any]) -> None:
@@ -156,7 +165,9 @@ class LeRobotPolicyBase(BasePolicy):
         return obs
 
     def _tasks(self, batch: dict[str, Any], b: int) -> list[str]:
-        if "task" in batch:
+        if self.instruction is not None:
+            tasks = [self.instruction] * b
+        elif "task" in batch:
             tasks = [batch["task"]] * b if isinstance(batch["task"], str) else list(batch["task"])
         elif self.tasks is not None and "task_index" in batch:
             tasks = [self.tasks[int(i)] for i in batch["task_index"].view(-1).tolist()]

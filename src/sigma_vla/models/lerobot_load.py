@@ -104,9 +104,10 @@ def check_fingerprint(reference: str, want: str | None, file: Path, field: str) 
                              field=f"{field}.fingerprint")
 
 
-def load_policy(reference: str, field: str, processors: bool = True) -> tuple[Any, Any, Any]:
+def load_policy(reference: str, field: str, processors: bool = True, frozen: bool = True) -> tuple[Any, Any, Any]:
     """(policy in eval mode, preprocessor, postprocessor) from a checkpoint, with LeRobot's own classes: the policy
-    class its config.json `type` names, and its saved processor pipelines."""
+    class its config.json `type` names, and its saved processor pipelines. frozen=False keeps the requires_grad
+    flags the policy set itself (pi0.5's train_expert_only, ...), for fine-tuning (models/lerobot_finetune.py)."""
     require_lerobot(reference, field)
     path = resolve(reference, field)
     try:
@@ -124,7 +125,8 @@ def load_policy(reference: str, field: str, processors: bool = True) -> tuple[An
     except (ImportError, ValueError, OSError, KeyError, RuntimeError) as err:
         raise SigmaError(f"cannot load this LeRobot '{kind}' checkpoint: {first_line(err, with_type=True)}",
                          file=path, field=field) from None
-    policy.requires_grad_(False)
+    if frozen:
+        policy.requires_grad_(False)
     return policy, pre, post
 
 
@@ -149,19 +151,21 @@ def check_features(policy: Any, meta: dict[str, Any], reference: str, meta_file:
                                   f"--image-size {shape[-1]}", file=meta_file, field="image_size")
 
 
-def lerobot_base(reference: str, spec: dict[str, Any], field: str = "--base",
-                 spec_file: Any = "meta.json") -> LeRobotPolicyBase:
+def lerobot_base(reference: str, spec: dict[str, Any], field: str = "--base", spec_file: Any = "meta.json",
+                 frozen: bool = True) -> LeRobotPolicyBase:
     """The checkpoint as Sigma's frozen base for shards or a run with this spec (meta.json, or a run's policy.json:
-    normalization, cameras, dims, horizon): LeRobot's processors work in raw units, so the shards'
-    normalisation is undone before and redone after them (LeRobotPolicyBase)."""
-    policy, pre, post = load_policy(reference, field)
+    normalization, cameras, dims, horizon, tasks, and text.instruction for a control group that reads one fixed
+    instruction): LeRobot's processors work in raw units, so the shards' normalisation is undone before and redone
+    after them (LeRobotPolicyBase). frozen=False: to be fine-tuned (load_policy)."""
+    policy, pre, post = load_policy(reference, field, frozen=frozen)
     check_features(policy, spec, reference, spec_file)
     norm = spec["normalization"]
     stats = {k: (torch.tensor(norm[k]["mean"]), torch.tensor(norm[k]["std"])) for k in ("robot_state", "action")}
     horizon = int((spec.get("params") or spec)["horizon"])
     return LeRobotPolicyBase(policy, horizon, camera_keys=list(spec.get("cameras") or []),
                              action_dim=int(spec["action_dim"]), tasks=spec.get("tasks"), preprocess=pre,
-                             postprocess=post, state_stats=stats["robot_state"], action_stats=stats["action"])
+                             postprocess=post, state_stats=stats["robot_state"], action_stats=stats["action"],
+                             instruction=(spec.get("text") or {}).get("instruction"))
 
 
 def language_model(reference: str, field: str = "--backbone") -> torch.nn.Module:

@@ -6,7 +6,9 @@ carries its embedded base in RUN/base/ (config.json + model.safetensors, a few M
 path, so `sigma serve`, `sigma rollout` and `sigma eval` need neither the training shards nor the original base
 directory. A base that is not an embedded one (a `lerobot:PATH_OR_ID` checkpoint, or a base added from Python) is
 recorded as its reference string and fingerprint, and checked against the fingerprint when the reference is a local
-directory.
+directory. A fine-tuned LeRobot base (`sigma train --finetune-base lerobot:...`) is itself a LeRobot checkpoint in
+RUN/model, recorded as {"model": {"format": "lerobot", "path": "model", "fingerprint", "source",
+"source_fingerprint"}} (`lerobot_model_record`); `load_run_base` loads either kind of base run.
 
 Runs written before policy.json existed still load: `read_run_spec` rebuilds the same record from the shards'
 meta.json at the path in run.json, and says in one line when neither is there.
@@ -25,13 +27,14 @@ from typing import Any
 from sigma_vla.errors import SigmaError, first_line
 from sigma_vla.models.base_actions import fingerprint_dir, meta_dims
 from sigma_vla.models.lerobot_load import PREFIX as LEROBOT_PREFIX
-from sigma_vla.models.lerobot_load import check_fingerprint
+from sigma_vla.models.lerobot_load import check_fingerprint, fingerprint
 from sigma_vla.outdir import atomic_write, atomic_write_text
 
 POLICY_FILE = "policy.json"
 BASE_DIR = "base"  # RUN/base: the embedded base copied into a Sigma run
 SPEC_FORMAT = "sigma-vla-policy/1"
 MODEL_FILES = ("config.json", "model.safetensors")  # what fingerprint_dir hashes and load_base_policy reads
+LEROBOT_FORMAT = "lerobot"
 REQUIRED = ("normalization", "cameras", "image_size", "fps", "state_dim", "action_dim", "horizon", "chunk")
 
 
@@ -167,3 +170,42 @@ def check_shards_match(spec: dict[str, Any], meta: dict[str, Any], spec_file: Pa
         if value is not None and spec.get(key) is not None and value != spec[key]:
             raise SigmaError(f"the run has {key} {spec[key]!r}, the shards' meta.json {value!r}", file=spec_file,
                              field=key)
+
+
+# ---- a fine-tuned LeRobot base ----------------------------------------------------------------------------------
+def lerobot_model_record(source: str, source_fingerprint: str | None) -> dict[str, Any]:
+    """policy.json's "model" of a fine-tuned LeRobot base: RUN/model by relative path (the run stays portable),
+    its fingerprint once training completes (update_model_record), and the checkpoint it started from."""
+    return {"format": LEROBOT_FORMAT, "path": "model", "fingerprint": None, "source": source,
+            "source_fingerprint": source_fingerprint}
+
+
+def update_model_record(run: Path) -> None:
+    """Record RUN/model's fingerprint in RUN/policy.json (after the trainer wrote the final model)."""
+    spec = _checked_spec(Path(run) / POLICY_FILE)
+    record = spec.get("model") or {}
+    spec["model"] = {**record, "fingerprint": fingerprint(Path(run) / record.get("path", "model"))}
+    write_policy_file(run, spec)
+
+
+def load_run_base(directory: Path, spec: dict[str, Any], meta: dict[str, Any] | None = None):
+    """A base run on its own: a fine-tuned LeRobot base (policy.json "model", its fingerprint checked) or an
+    embedded base (`train-base` directory, or a `--finetune-base` run of one). meta: the shards it is evaluated on,
+    whose normalisation and tasks a LeRobot base reads (the same units the replayed windows are in)."""
+    from sigma_vla.models.base_policy import load_base_policy
+
+    record = spec.get("model") or {}
+    if record.get("format") != LEROBOT_FORMAT:
+        return load_base_policy(directory)
+    from sigma_vla.models.lerobot_load import lerobot_base
+
+    path, model_dir = Path(directory) / POLICY_FILE, Path(directory) / str(record.get("path") or "model")
+    if not (model_dir / "config.json").is_file():
+        raise SigmaError("no fine-tuned model (model/config.json); did `sigma train --finetune-base` finish?",
+                         file=directory)
+    ref = LEROBOT_PREFIX + str(model_dir.resolve())
+    check_fingerprint(ref, record.get("fingerprint"), path, "model")
+    if meta is not None:
+        spec = {**spec, "normalization": meta.get("normalization") or spec["normalization"],
+                "tasks": meta.get("tasks")}
+    return lerobot_base(ref, spec, "model.path", path)

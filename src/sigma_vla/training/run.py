@@ -20,6 +20,7 @@ import torch
 
 from sigma_vla.errors import SigmaError
 from sigma_vla.models.base_actions import meta_dims
+from sigma_vla.models.lerobot_load import is_lerobot_ref
 from sigma_vla.models.run_spec import base_record, copy_base, spec_from_meta, write_policy_file
 from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
@@ -98,14 +99,18 @@ def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
         atomic_write_text(out / RUN_FILE, json.dumps(identity, indent=2))
 
 
-def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], with_base: bool) -> None:
+def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], with_base: bool,
+                       model: dict[str, Any] | None = None) -> None:
     """RUN/policy.json (+ RUN/base for a Sigma run): what serving, rollouts and eval read instead of the training
-    shards and the original base directory, so the run directory alone is the deployable model (models/run_spec.py)."""
+    shards and the original base directory, so the run directory alone is the deployable model (models/run_spec.py).
+    model: what RUN/model is when it is not our own format (a fine-tuned LeRobot checkpoint)."""
     if not process_state().is_main_process:
         return
     spec = spec_from_meta(meta, text)
     if with_base:
         spec["base"] = base_record(out, meta)
+    if model is not None:
+        spec["model"] = model
     write_policy_file(out, spec)
 
 
@@ -140,32 +145,67 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
                  extend_steps=extend_steps)
 
 
-def finetune_base(shards: Path, out: Path, base_dir: Path, experiment: str = "demo",
+def finetune_base(shards: Path, out: Path, base_dir: Path | str, experiment: str = "demo",
                   overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-                  stop_after: int | None = None, task_text: bool = True, extend_steps: bool = False) -> TrainResult:
-    """`sigma train --finetune-base DIR`: the base policy fine-tuned on Sigma's train split with Sigma's budget.
+                  stop_after: int | None = None, task_text: bool = True, extend_steps: bool = False,
+                  instruction: str | None = None) -> TrainResult:
+    """`sigma train --finetune-base DIR|lerobot:PATH_OR_ID`: the base policy fine-tuned on Sigma's train split with
+    Sigma's budget; a LeRobot checkpoint with its own loss, saved as a LeRobot checkpoint (training/lerobot_task.py).
 
     task_text: the fine-tuned base reads each window's own instruction (as Sigma does) instead of the generic one
     it was trained with, so the control group has the same information as Sigma (the strongest honest control);
-    False keeps the base's fixed instruction."""
-    from sigma_vla.models.base_policy import TinyBasePolicy
-
+    False keeps the base's fixed instruction (an embedded base's own; for a LeRobot base, which has none,
+    `instruction`)."""
     shards, out = Path(shards), Path(out)
     config = resolve_config(experiment, overrides or {}, out if resume else None)
     train_ds, val_ds, meta = load_splits(shards)
-    if not (Path(base_dir) / "config.json").is_file():
+    lerobot = is_lerobot_ref(str(base_dir))
+    if lerobot:
+        base, source, record = _lerobot_to_finetune(str(base_dir), meta, shards, task_text, instruction)
+        text = {"mode": "task", "instruction": base.instruction}
+    else:
+        base, source, record = _embedded_to_finetune(Path(base_dir), task_text), str(Path(base_dir).resolve()), None
+        text = _base_text(base.config)
+    identity = {"kind": "base", "experiment": experiment, "shards": str(shards.resolve()), "base": source,
+                "task_text": task_text}
+    check_run_dir(out, "base", identity, resume)
+    _write_run_file(out, identity)
+    _write_policy_spec(out, meta, text, with_base=False, model=record)  # RUN/model is the base itself
+    options = {"resume": resume, "progress": progress, "stop_after": stop_after, "extend_steps": extend_steps}
+    if lerobot:
+        from sigma_vla.training.lerobot_task import fit_lerobot
+
+        return fit_lerobot(base, config, train_ds, val_ds, out, **options)
+    return _fit_base_policy(base, meta, config, train_ds, val_ds, out, **options)
+
+
+def _embedded_to_finetune(base_dir: Path, task_text: bool):
+    from sigma_vla.models.base_policy import TinyBasePolicy
+
+    if not (base_dir / "config.json").is_file():
         raise SigmaError("not a base-policy directory (run `sigma train-base` first)", file=base_dir,
                          field="--finetune-base")
     base = TinyBasePolicy.from_pretrained(base_dir)
     if task_text:
         base.config.instruction = None  # read the batch's text tokens (saved so in RUN/model/config.json)
-    identity = {"kind": "base", "experiment": experiment, "shards": str(shards.resolve()),
-                "base": str(Path(base_dir).resolve()), "task_text": task_text}
-    check_run_dir(out, "base", identity, resume)
-    _write_run_file(out, identity)
-    _write_policy_spec(out, meta, _base_text(base.config), with_base=False)  # RUN/model is the base itself
-    return _fit_base_policy(base, meta, config, train_ds, val_ds, out, resume=resume, progress=progress,
-                            stop_after=stop_after, extend_steps=extend_steps)
+    return base
+
+
+def _lerobot_to_finetune(reference: str, meta: dict[str, Any], shards: Path, task_text: bool,
+                         instruction: str | None):
+    """(trainable LeRobotPolicyBase, recorded reference, policy.json's model record) of a `lerobot:` checkpoint,
+    its features checked against the shards before the run directory exists."""
+    from sigma_vla.models.lerobot_load import canonical, fingerprint, lerobot_base, resolve
+    from sigma_vla.models.run_spec import lerobot_model_record
+
+    field = "--finetune-base"
+    if not task_text and not instruction:
+        raise SigmaError("a LeRobot base has no fixed instruction of its own: give the one to keep",
+                         field="--keep-base-instruction")
+    source = canonical(reference, field)
+    fixed = None if task_text else instruction
+    base = lerobot_base(source, {**meta, "text": {"instruction": fixed}}, field, shards / "meta.json", frozen=False)
+    return base, source, lerobot_model_record(source, fingerprint(resolve(source, field)))
 
 
 def train_base(shards: Path, out: Path, instruction: str | None, split: str = "base", steps: int = 2000,

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.outdir import atomic_dir
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.batches import BatchPlan, collate, sequential_batches
 from sigma_vla.training.config import TrainConfig
@@ -107,9 +108,8 @@ def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config
     finally:
         logs.close()
     digests = _rank_digests(acc, task)
-    if acc.is_main_process and state["step"] >= config.steps:
-        (run_dir / "model").mkdir(exist_ok=True)
-        task.save_model(acc.unwrap_model(model), run_dir / "model")
+    if acc.is_main_process and state["step"] >= config.steps:  # all files or none (outdir.atomic_dir)
+        atomic_dir(run_dir / "model", lambda tmp: task.save_model(acc.unwrap_model(model), tmp))
     if acc.is_main_process:
         ckpt.write_json(run_dir / "summary.json", {"steps": state["step"], "skipped_steps": state["skipped"],
                                                     "world_size": acc.num_processes, "rank_weight_digests": digests,
