@@ -24,12 +24,15 @@ class DemoPlan:
     rollout_max_steps: int
 
 
-# Held-out-template episodes (a quarter) always go to test; of the rest the base gets the most: closed loop needs a
-# base that picks, and its grasp generalises with the number of block positions it saw. The base's own
-# default-goal demonstrations (`record --generic-episodes`, `prep --base-task`) lifted fewer blocks and left Sigma
-# worse in closed loop (docs/closed_loop.md), so the demo does not use them.
-SPLIT = "base:0.55,train:0.35,val:0.05,test:0.05"
-FULL = DemoPlan(240, 96, 2, SPLIT, base_steps=2000, sigma_steps=300, rollout_episodes=20, rollout_max_steps=120)
+# Held-out-template episodes (a quarter) always go to test. The base and Sigma learn from the same train episodes
+# (the base reading only the generic instruction): measured in docs/closed_loop.md, "One train split", Sigma trained
+# on episodes its base had not seen learned the base's visual errors and cost the grasp (35% lifted against the
+# base's 80%), on the base's own episodes it kept it (65%); and the base picks better the more block positions it
+# sees (100 episodes: 35-40% lifted; 295: 65-80%). The base's own default-goal demonstrations (`record
+# --generic-episodes`, `prep --base-task`) lifted fewer blocks and left Sigma worse, so the demo does not use them.
+SPLIT = "train:0.9,val:0.05,test:0.05"
+BASE_SPLIT = "train"
+FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=2000, sigma_steps=300, rollout_episodes=20, rollout_max_steps=120)
 QUICK = DemoPlan(14, 64, 2, SPLIT, base_steps=100, sigma_steps=30, rollout_episodes=1, rollout_max_steps=40)
 
 
@@ -84,9 +87,9 @@ def run_train_base(plan: DemoPlan, shards: Path, out: Path) -> Path:
 
     base = out / "base"
     done = (base / "config.json").exists()
-    start = _stage(f"train the base on the 'base' split, generic instruction -> {base}", done)
+    start = _stage(f"train the base on the {BASE_SPLIT!r} split, generic instruction -> {base}", done)
     if not done:
-        info = train_base(shards, base, GENERIC_INSTRUCTION, steps=plan.base_steps)
+        info = train_base(shards, base, GENERIC_INSTRUCTION, BASE_SPLIT, steps=plan.base_steps)
         typer.echo(f"{info['steps']} steps on {info['samples']} windows, last loss {info['last_loss']:.4g} "
                    f"({time.perf_counter() - start:.0f} s)")
     return base
