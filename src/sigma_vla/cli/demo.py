@@ -25,10 +25,10 @@ class DemoPlan:
 
 
 # Held-out-template episodes (a quarter) always go to test. The base and Sigma learn from the same train episodes
-# (the base reading only the generic instruction): measured in docs/closed_loop.md, "One train split", Sigma trained
-# on episodes its base had not seen learned the base's visual errors and cost the grasp (35% lifted against the
-# base's 80%), on the base's own episodes it kept it (65%); and the base picks better the more block positions it
-# sees (100 episodes: 35-40% lifted; 295: 65-80%). The base's own default-goal demonstrations (`record
+# (the base reading only the generic instruction). Measured (docs/closed_loop.md, "More episodes, one train split"):
+# Sigma trained on episodes its base had not seen learned the base's visual errors and cost the grasp (35% lifted
+# against the base's 80%), on the base's own episodes it kept it (65%); and the base picks better the more block
+# positions it sees (100 episodes: 35-40% lifted; 295: 65-80%). The base's own default-goal demonstrations (`record
 # --generic-episodes`, `prep --base-task`) lifted fewer blocks and left Sigma worse, so the demo does not use them.
 SPLIT = "train:0.9,val:0.05,test:0.05"
 BASE_SPLIT = "train"
