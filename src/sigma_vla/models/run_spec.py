@@ -72,12 +72,10 @@ def base_record(run: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     model_dir = _model_dir(Path(source))
     if model_dir is None:  # a LeRobot path or hub id, or an embedded base that is gone: keep the name
         return {"ref": str(source), "fingerprint": fingerprint}
-    if fingerprint and fingerprint_dir(model_dir) != fingerprint:
-        # The directory changed since `sigma base-actions`: copying it would serve another base than the one
-        # whose actions this run learned residuals over.
-        raise SigmaError(f"base {source} has fingerprint {fingerprint_dir(model_dir)}, the shards' base actions "
-                         f"were written by {fingerprint}; rerun `sigma base-actions`", file="meta.json",
-                         field="base_actions.fingerprint")
+    # The directory changed since `sigma base-actions`: copying it would serve another base than the one whose
+    # actions this run learned residuals over.
+    _check_unchanged(model_dir, fingerprint, f"base {source}", "the shards' base actions were written by {want}; "
+                     "rerun `sigma base-actions`", "meta.json", "base_actions.fingerprint")
     copy_base(model_dir, Path(run) / BASE_DIR)
     return {"path": BASE_DIR, "fingerprint": fingerprint or fingerprint_dir(model_dir), "source": str(source)}
 
@@ -152,11 +150,16 @@ def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
     if model_dir is None:
         raise SigmaError(f"base {where} is not a base-policy directory (config.json + model.safetensors)",
                          file=path, field=field)
-    want = record.get("fingerprint")
-    if want and fingerprint_dir(model_dir) != want:
-        raise SigmaError(f"base {where} has fingerprint {fingerprint_dir(model_dir)}, the run was trained over "
-                         f"{want}", file=path, field="base.fingerprint")
+    _check_unchanged(model_dir, record.get("fingerprint"), f"base {where}", "the run was trained over {want}", path,
+                     "base.fingerprint")
     return model_dir
+
+
+def _check_unchanged(model_dir: Path, want: str | None, name: str, recorded: str, file: Any, field: str) -> None:
+    """One line when an embedded base's files no longer have the recorded fingerprint (nothing recorded: no check)."""
+    have = fingerprint_dir(model_dir) if want else None
+    if want and have != want:
+        raise SigmaError(f"{name} has fingerprint {have}, {recorded.format(want=want)}", file=file, field=field)
 
 
 def check_shards_match(spec: dict[str, Any], meta: dict[str, Any], spec_file: Path) -> None:
