@@ -182,3 +182,26 @@ def test_unknown_base_task_is_a_one_line_error(mini, tmp_path):
         run_prep(mini, tmp_path / "s", PrepConfig(horizon=8, state_only=True, base_task="nobody said this"),
                  progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_twins_of_evaluated_episodes_stay_out_of_the_base_split(tmp_path):
+    """`record --paired`: a base twin shares its zone episode's seed; the twin of a val or test episode is left
+    out (the base must not see a block position the evaluation holds out), the twin of a train episode is base."""
+    from types import SimpleNamespace
+
+    from sigma_vla.data.prep import episode_splits
+
+    generic, zone = "pick up the block", "place it far left"
+    eps = []
+    for seed in range(40):  # zone episode 2 * seed, its twin 2 * seed + 1
+        eps.append(SimpleNamespace(index=2 * seed, tasks=[zone], extra={"sigma/seed": seed,
+                                                                         "sigma/held_out": seed % 8 == 0}))
+        eps.append(SimpleNamespace(index=2 * seed + 1, tasks=[generic], extra={"sigma/seed": seed}))
+    eps.append(SimpleNamespace(index=80, tasks=[generic], extra={}))  # a base episode with no twin stays base
+    splits = episode_splits(SimpleNamespace(episodes=eps, root=tmp_path),
+                            PrepConfig(split="train:0.6,val:0.2,test:0.2", base_task=generic))
+    for seed in range(40):
+        twin_in_base = splits.get(2 * seed + 1) == "base"
+        assert twin_in_base == (splits[2 * seed] == "train"), seed
+        assert splits.get(2 * seed + 1) in ("base", None)
+    assert splits[80] == "base" and {s for e, s in splits.items() if e % 2 == 0 and e < 80} == {"train", "val", "test"}

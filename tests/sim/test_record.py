@@ -96,17 +96,42 @@ def test_generic_episode_carries_the_block_to_the_default_goal():
     assert rec.to_record(r).extra["sigma/zone"] == "default"
 
 
+def test_paired_twin_repeats_the_zone_episode_until_the_carry():
+    """--paired: the twin starts with the block where the zone episode had it, and the expert's approach, grasp and
+    lift are the same actions on the same frames; only the carry (to the default goal) differs."""
+    from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
+    with rec.SO101Sim(image_size=32) as sim:
+        zone, twin = rec.run_attempt(sim, 3, 0, rec.MAX_STEPS, generic=False, action_noise=0.0, paired=True)
+    assert zone.success and twin.success and zone.seed == twin.seed
+    assert twin.instruction.text == GENERIC_INSTRUCTION and zone.instruction.zone != "default"
+    np.testing.assert_array_equal(twin.block_xy, zone.block_xy)
+    n = min(zone.steps, twin.steps)
+    same = np.all(zone.action[:n] == twin.action[:n], axis=1)
+    carry = int(np.argmin(same))  # the first step that differs
+    assert not same.all() and carry >= 25  # measured 31-34 of 43-50 steps
+    np.testing.assert_array_equal(zone.frames[:carry], twin.frames[:carry])
+    np.testing.assert_array_equal(zone.state[:carry], twin.state[:carry])
+
+
+def test_a_pair_is_kept_whole_or_not_at_all(tmp_path, monkeypatch):
+    pairs = [[fake_result(0, True), fake_result(0, True)], [fake_result(1, True), fake_result(1, False)]]
+    monkeypatch.setattr(rec, "iter_attempts", lambda cfg: iter(pairs))
+    s = record_dataset(RecordConfig(episodes=2, image_size=16, codec="h264", paired=True), tmp_path / "ds",
+                       progress=False)
+    assert (s.kept, s.discarded, s.discarded_seeds) == (2, 2, (1, 1))
+
+
 def fake_result(attempt: int, success: bool, n: int = 4) -> rec.EpisodeResult:
     ins = plan_instruction(attempt)
-    return rec.EpisodeResult(attempt, attempt, success, n, ins, np.array([0.2, 0.0, 0.02]),
+    return rec.EpisodeResult(attempt, attempt, success, n, ins, np.array([0.2, 0.0, 0.02]), np.zeros(2),
                              np.zeros((n, 14), np.float32), np.zeros((n, 4), np.float32),
                              np.zeros((n, 16, 16, 3), np.uint8))
 
 
 def test_only_successful_episodes_are_kept(tmp_path, monkeypatch):
     outcomes = [True, False, True, False]
-    monkeypatch.setattr(rec, "iter_episodes", lambda cfg: iter(
-        [fake_result(i, ok) for i, ok in enumerate(outcomes)]))
+    monkeypatch.setattr(rec, "iter_attempts", lambda cfg: iter(
+        [[fake_result(i, ok)] for i, ok in enumerate(outcomes)]))
     s = record_dataset(RecordConfig(episodes=4, image_size=16, codec="h264"), tmp_path / "ds", progress=False)
     assert (s.kept, s.discarded, s.frames, s.discarded_seeds) == (2, 2, 8, (1, 3))
     eps = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet").to_pylist()
@@ -114,7 +139,7 @@ def test_only_successful_episodes_are_kept(tmp_path, monkeypatch):
 
 
 def test_all_failed_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(rec, "iter_episodes", lambda cfg: iter([fake_result(0, False)]))
+    monkeypatch.setattr(rec, "iter_attempts", lambda cfg: iter([[fake_result(0, False)]]))
     with pytest.raises(SigmaError, match="all 1 episodes failed"):
         record_dataset(RecordConfig(episodes=1, image_size=16), tmp_path / "ds", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -150,4 +175,4 @@ def test_worker_init_failure_surfaces_instead_of_respawning(monkeypatch):
     monkeypatch.setattr(rec, "_WORKER_ERROR", None)
     rec._init_worker(64, 10)
     with pytest.raises(SigmaError, match="no GL here"):
-        rec._worker_episode((0, 0, 10))
+        rec._worker_attempt((0, 0, 10, False, 0.0, False))

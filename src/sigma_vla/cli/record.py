@@ -17,6 +17,10 @@ def record(
     generic_episodes: int = typer.Option(0, "--generic-episodes",
                                          help="The first N episodes are the base's: the generic instruction and the "
                                               "default goal (use `sigma prep --base-task` to split them off)."),
+    paired: bool = typer.Option(False, "--paired",
+                                help="Record each zone episode's twin too: the generic instruction and the default "
+                                     "goal, the block where the zone episode had it (`sigma prep --base-task` puts "
+                                     "the twins of train episodes in the base split)."),
     action_noise: float = typer.Option(0.0, "--action-noise",
                                        help="Noise injected into the executed actions (DART), relative to the "
                                             "action's size; labels stay clean. 0 = off."),
@@ -27,7 +31,7 @@ def record(
 
     require_simulator()
     config = RecordConfig(episodes=episodes, image_size=image_size, seed=seed, codec=codec, workers=workers,
-                          generic_episodes=generic_episodes, action_noise=action_noise)
+                          generic_episodes=generic_episodes, action_noise=action_noise, paired=paired)
     s = record_dataset(config, out)
     rate = s.frames / s.seconds if s.seconds > 0 else 0.0
     typer.echo(f"kept {s.kept} episodes, discarded {s.discarded}, {s.frames} frames in {s.seconds:.1f} s "

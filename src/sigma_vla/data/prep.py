@@ -64,13 +64,17 @@ class PrepConfig:
 
 def episode_splits(ds: LeRobotDataset, cfg: PrepConfig) -> dict[int, str]:
     """Episode index -> split: the base task's episodes to base, the rest cut by the fractions (held-out templates
-    always to test)."""
+    always to test). A base episode that is the twin of a val or test episode (`sigma record --paired`: the same
+    `sigma/seed`) is left out: it would show the base the block position the evaluation holds out."""
     base = {e.index for e in ds.episodes if cfg.base_task is not None and cfg.base_task in e.tasks}
     if cfg.base_task is not None and not base:
         raise SigmaError(f"no episode has the task {cfg.base_task!r}", file=ds.root, field="--base-task")
     held_out = {e.index for e in ds.episodes if e.extra.get("sigma/held_out")}
     rest = [e.index for e in ds.episodes if e.index not in base]
-    return {**assign_splits(rest, parse_split(cfg.split), cfg.seed, held_out), **{e: "base" for e in base}}
+    splits = assign_splits(rest, parse_split(cfg.split), cfg.seed, held_out)
+    seed = {e.index: e.extra.get("sigma/seed") for e in ds.episodes}
+    evaluated = {seed[e] for e, s in splits.items() if s != "train" and seed[e] is not None}
+    return {**splits, **{e: "base" for e in base if seed[e] is None or seed[e] not in evaluated}}
 
 
 def fingerprint(ds: LeRobotDataset) -> str:
@@ -233,6 +237,7 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
     columns, counts, stats = _scan(ds, cfg, progress)
     _check_kept(cfg, counts, stats)
     splits = episode_splits(ds, cfg)
+    counts = {e: n if e in splits else 0 for e, n in counts.items()}  # left out: no windows
     created = claim_dir(out, "shards")
     writer = None
     try:
@@ -290,7 +295,8 @@ def _meta(ds, cfg, params, columns, counts, stats, splits) -> dict:
         "cameras": [] if cfg.state_only else ds.camera_keys,
         "state_dim": ds.shape(STATE_KEY)[0],
         "action_dim": ds.shape(ACTION_KEY)[0],
-        "episodes": {"total": len(ds.episodes), "per_split": _split_counts(splits)},
+        "episodes": {"total": len(ds.episodes), "per_split": _split_counts(splits),
+                     "left_out": len(ds.episodes) - len(splits)},
         "episode_splits": {str(e): s for e, s in sorted(splits.items())},
         "held_out_rule": "episodes whose instruction template is held out are always in the test split",
         "episode_info": {str(ep.index): ep.extra for ep in ds.episodes if ep.extra},

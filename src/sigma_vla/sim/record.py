@@ -7,6 +7,13 @@ reproducible from its recorded `sigma/seed`, and the output is identical for any
 (results are gathered in attempt order). Only successful episodes are kept; the rest are counted as
 discarded.
 
+Paired twins (`--paired`, the demo): every zone attempt is recorded twice, once as drawn and once as the base's
+demonstration (the generic instruction, the default goal) with the block where the zone episode had it. The
+scripted expert's approach, grasp and lift do not depend on the goal, so the two episodes are identical, frame for
+frame, until the carry (measured: the first 31-34 of 43-50 steps). The base learns from the twins and Sigma from the
+zone episodes: what Sigma must add is then only what the words change (docs/closed_loop.md, "Paired twins").
+A pair is kept only when both episodes succeed; twins share the zone episode's `sigma/seed`.
+
 Instructions are drawn from all templates of the zone, held-out ones included: every episode carries
 `sigma/held_out`, and the training split must exclude held-out episodes while evaluation uses them
 (docs/architecture.md, "Honest evaluation").
@@ -62,6 +69,7 @@ class RecordConfig:
     # noise fades as the expert converges (its phases need 4 mm precision), and the data then shows how the expert
     # corrects a drift, which a cloned policy needs in closed loop (docs/closed_loop.md). 0 = off.
     action_noise: float = 0.0
+    paired: bool = False  # each zone attempt also records its generic twin (module docstring)
 
     def __post_init__(self) -> None:
         checks = {
@@ -89,6 +97,7 @@ class EpisodeResult:
     steps: int
     instruction: Instruction
     goal_pos: np.ndarray  # (3,)
+    block_xy: np.ndarray  # (2,) where the block started
     state: np.ndarray  # (T, 14) float32
     action: np.ndarray  # (T, 4) float32
     frames: np.ndarray  # (T, S, S, 3) uint8
@@ -120,11 +129,14 @@ def plan_instruction(seed: int, generic: bool = False) -> Instruction:
 
 
 def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS,
-                generic: bool = False, action_noise: float = 0.0) -> EpisodeResult:
-    """Run the scripted expert for one attempt; record (observation, action) pairs until the episode ends."""
+                generic: bool = False, action_noise: float = 0.0,
+                block_xy: np.ndarray | None = None) -> EpisodeResult:
+    """Run the scripted expert for one attempt; record (observation, action) pairs until the episode ends.
+    block_xy: start the block there (a twin) instead of where the seed puts it."""
     seed = episode_seed(base_seed, attempt)
     instruction = plan_instruction(seed, generic)
-    obs = sim.reset(seed=seed, zone=instruction.zone)
+    obs = sim.reset(seed=seed, zone=instruction.zone, block_xy=block_xy)
+    start_xy = sim.block_pos[:2].copy()
     noise = np.random.default_rng([seed, 2])  # apart from the block and goal streams
     states, actions, frames = [], [], []
     success = False
@@ -141,10 +153,10 @@ def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MA
     steps = len(actions)
     if not success:
         s = sim.image_size
-        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos,
+        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos, start_xy,
                              np.zeros((0, 14), np.float32), np.zeros((0, 4), np.float32),
                              np.zeros((0, s, s, 3), np.uint8))
-    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos,
+    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos, start_xy,
                          np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
                          np.stack(frames))
 
@@ -173,26 +185,36 @@ def _init_worker(image_size: int, max_steps: int) -> None:
         _WORKER_ERROR = err
 
 
-def _worker_episode(args: tuple[int, int, int, bool, float]) -> EpisodeResult:
+def _worker_attempt(args: tuple[int, int, int, bool, float, bool]) -> list[EpisodeResult]:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
     assert _WORKER_SIM is not None
-    return run_episode(_WORKER_SIM, *args)
+    return run_attempt(_WORKER_SIM, *args)
 
 
-def iter_episodes(config: RecordConfig) -> Iterator[EpisodeResult]:
-    """Every attempt's result, in attempt order, computed in-process (workers=1) or by a spawn pool."""
-    jobs = [(config.seed, i, config.max_steps, i < config.generic_episodes, config.action_noise)
+def run_attempt(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int, generic: bool, action_noise: float,
+                paired: bool) -> list[EpisodeResult]:
+    """One attempt: its episode, then its generic twin when paired (and the attempt is not already generic)."""
+    first = run_episode(sim, base_seed, attempt, max_steps, generic, action_noise)
+    if not paired or generic:
+        return [first]
+    return [first, run_episode(sim, base_seed, attempt, max_steps, True, action_noise, block_xy=first.block_xy)]
+
+
+def iter_attempts(config: RecordConfig) -> Iterator[list[EpisodeResult]]:
+    """Every attempt's episodes (one, or a zone episode and its twin), in attempt order, computed in-process
+    (workers=1) or by a spawn pool."""
+    jobs = [(config.seed, i, config.max_steps, i < config.generic_episodes, config.action_noise, config.paired)
             for i in range(config.episodes)]
     if config.workers == 1:
         with SO101Sim(image_size=config.image_size, max_steps=config.max_steps) as sim:
             for job in jobs:
-                yield run_episode(sim, *job)
+                yield run_attempt(sim, *job)
         return
     ctx = mp.get_context("spawn")  # fork would share one GL context and MuJoCo state between processes
     with ctx.Pool(min(config.workers, config.episodes), initializer=_init_worker,
                   initargs=(config.image_size, config.max_steps)) as pool:
-        yield from pool.imap(_worker_episode, jobs, chunksize=1)
+        yield from pool.imap(_worker_attempt, jobs, chunksize=1)
 
 
 def to_record(result: EpisodeResult) -> EpisodeRecord:
@@ -220,15 +242,16 @@ def record_dataset(config: RecordConfig, out: Path, progress: bool = True) -> Re
     start = time.perf_counter()
     kept, discarded, frames = 0, [], 0
     with LeRobotV30Writer(out, dataset_spec(config)) as writer:
-        bar = tqdm(iter_episodes(config), total=config.episodes, desc="record", unit="ep",
+        bar = tqdm(iter_attempts(config), total=config.episodes, desc="record", unit="attempt",
                    disable=not progress)
-        for result in bar:
-            if result.success:
-                writer.add_episode(to_record(result))
-                kept += 1
-                frames += result.steps
+        for results in bar:
+            if all(r.success for r in results):  # a pair is kept whole or not at all
+                for result in results:
+                    writer.add_episode(to_record(result))
+                    kept += 1
+                    frames += result.steps
             else:
-                discarded.append(result.seed)
+                discarded.extend(r.seed for r in results)
             bar.set_postfix(kept=kept, discarded=len(discarded))
         bar.close()
         if kept == 0:

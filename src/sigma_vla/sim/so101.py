@@ -198,9 +198,10 @@ class SO101Sim:
 
     # ---- episode ------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, zone: str | None = None,
-              goal_xy: np.ndarray | None = None) -> Observation:
+              goal_xy: np.ndarray | None = None, block_xy: np.ndarray | None = None) -> Observation:
         """Start an episode. The goal comes from `goal_xy`, else uniformly from `zone`, else the package's own
-        distribution. With a seed the episode is a pure function of (seed, zone, goal_xy)."""
+        distribution. With a seed the episode is a pure function of (seed, zone, goal_xy, block_xy).
+        block_xy puts the block there, however near the goal (a paired twin of another episode: sim/record.py)."""
         if seed is not None:
             self._rng = np.random.default_rng([int(seed), 1])  # goal stream, apart from the env's block RNG
         raw, _ = self._env.reset(seed=None if seed is None else int(seed))
@@ -208,7 +209,9 @@ class SO101Sim:
             goal = np.asarray(goal_xy if goal_xy is not None else sample_goal_xy(self._rng, zone), np.float64)
             if zone is not None and goal_xy is not None and not goal_region(zone).contains(goal):
                 raise SigmaError(f"goal {goal.tolist()} is outside zone {zone!r}", field="goal_xy")
-            raw = self._set_goal(goal[:2], raw)
+            raw = self._set_goal(goal[:2], raw, block_xy is None)
+        if block_xy is not None:
+            raw = self._place_block(np.asarray(block_xy, np.float64)[:2])
         self._expert.reset()
         self._steps = 0
         return self._observation(raw)
@@ -231,18 +234,21 @@ class SO101Sim:
             aim = aim + GRASP_AIM_OFFSET
         return self._expert.act(self._u.ik_point_pos, aim, self.goal_pos)
 
-    def _set_goal(self, goal_xy: np.ndarray, raw: dict) -> dict:
+    def _set_goal(self, goal_xy: np.ndarray, raw: dict, keep_away: bool = True) -> dict:
+        u = self._u
+        if keep_away and np.linalg.norm(self.block_pos[:2] - goal_xy) < MIN_GOAL_DISTANCE:
+            raw = self._place_block(resample_block_xy(self._rng, goal_xy))
+        u._goal_pos = np.array([goal_xy[0], goal_xy[1], u._block_z], dtype=np.float64)
+        return raw
+
+    def _place_block(self, xy: np.ndarray) -> dict:
+        """Move the resting block to (x, y) and re-render."""
         import mujoco
 
         u = self._u
-        block_xy = self.block_pos[:2]
-        if np.linalg.norm(block_xy - goal_xy) < MIN_GOAL_DISTANCE:
-            new_xy = resample_block_xy(self._rng, goal_xy)
-            u.data.jnt("block").qpos[:3] = (*new_xy, u._block_z)
-            mujoco.mj_forward(u.model, u.data)
-            raw = u._compute_observation()  # re-render: the block moved
-        u._goal_pos = np.array([goal_xy[0], goal_xy[1], u._block_z], dtype=np.float64)
-        return raw
+        u.data.jnt("block").qpos[:3] = (*xy, u._block_z)
+        mujoco.mj_forward(u.model, u.data)
+        return u._compute_observation()
 
     @staticmethod
     def _observation(raw: dict) -> Observation:
