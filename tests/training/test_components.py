@@ -14,7 +14,7 @@ from sigma_vla.errors import SigmaError
 from sigma_vla.models.config import ConfigError
 from sigma_vla.training.batches import BatchPlan
 from sigma_vla.training.checkpoint import flatten_state, load_state, rng_state, save_state, set_rng_state
-from sigma_vla.training.config import TrainConfig
+from sigma_vla.training.config import TrafConfig, TrainConfig
 from sigma_vla.training.optim import lr_factor
 from sigma_vla.training.registry import EXPERIMENTS, get_experiment, model_config_for
 
@@ -69,6 +69,9 @@ def test_train_config_json_round_trip_and_validation():
     assert err.value.field == "traf"
     assert cfg.replace(steps=None).steps == cfg.steps  # None = keep (CLI pass-through)
     assert TrainConfig(steps=130).curriculum().ramp_steps == 82  # Table 1's ramp
+    with pytest.raises(ConfigError, match="residual_floor must be > 0") as err:
+        TrafConfig(residual_floor=0.0)
+    assert err.value.field == "traf.residual_floor"
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -18,6 +18,7 @@ from sigma_vla.training.losses import (
     l_tau,
     l_time,
     per_sample_mse,
+    residual_weights,
     tau_rms,
     traf_loss,
 )
@@ -87,6 +88,24 @@ def test_traf_residual_on_base_actions():
     delta = ActionTriple(*(torch.ones_like(g) for g in gt))  # residual of 1 everywhere -> every MSE is 1
     total, m = traf_loss(delta, gt, base=base, lambda_hard=1.0)
     assert m["L_act"].item() == pytest.approx(3.0) and total.item() == pytest.approx(6.0)
+
+
+def test_residual_floor_weighs_a_window_by_the_correction_it_asks_for():
+    """residual_floor c: w_i = c / (r_i + c). Sample 0 needs no correction (base = gt) and gets an error of 1 from
+    the output; sample 1 needs a correction of 3 that the output misses. Plain MSE: the miss dominates (1 + 9) / 2;
+    weighted, the added error counts fully: (1 * 1 + 0.1 * 9) / 1.1 per scale, with r_1 = 3 scales x 9 = 27."""
+    gt = ActionTriple(torch.zeros(2, 1), torch.zeros(2, 1, 1), torch.zeros(2, 1, 1))
+    base = ActionTriple(*(torch.tensor([0.0, 3.0]).view(-1, *([1] * (g.dim() - 1))).expand_as(g) for g in gt))
+    out = ActionTriple(*(torch.tensor([1.0, 0.0]).view(-1, *([1] * (g.dim() - 1))).expand_as(g) for g in gt))
+    _, plain = traf_loss(out, gt, base=base, rho=0.0)
+    assert plain["L_act"].item() == pytest.approx(3 * 10 / 2)
+    c = 3.0
+    w = torch.tensor([1.0, c / (27 + c)])  # [1, 0.1]
+    _, weighted = traf_loss(out, gt, base=base, rho=0.5, residual_floor=c)
+    assert weighted["L_act"].item() == pytest.approx(3 * (w[0] * 1 + w[1] * 9).item() / w.sum().item())
+    assert weighted["mse_chunk"].item() == pytest.approx(5.0)  # the logged MSEs stay plain
+    assert weighted["hard_indices"].tolist() == [0]  # ranked by w_i h_i: 1 * 3 > 0.1 * 27
+    assert residual_weights(None, gt, (None,) * 3, c).tolist() == [1.0, 1.0]  # no base: plain MSE
 
 
 def test_traf_masked_sample_never_enters():

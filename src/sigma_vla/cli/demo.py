@@ -24,15 +24,14 @@ class DemoPlan:
     rollout_max_steps: int
 
 
-# Held-out-template episodes (a quarter) always go to test. The base and Sigma learn from the same train episodes
-# (the base reading only the generic instruction). Measured (docs/closed_loop.md, "More episodes, one train split"):
-# Sigma trained on episodes its base had not seen learned the base's visual errors and cost the grasp (35% lifted
-# against the base's 80%), on the base's own episodes it kept it (65%); and the base picks better the more block
-# positions it sees (100 episodes: 35-40% lifted; 295: 65-80%). The base's own default-goal demonstrations (`record
-# --generic-episodes`, `prep --base-task`) lifted fewer blocks and left Sigma worse, so the demo does not use them.
+# Paired twins (docs/closed_loop.md, "Paired twins"): every recorded zone episode has a twin with the generic
+# instruction and the default goal, the block where the zone episode had it; the two are identical until the carry.
+# The base learns from the twins of the train split (it places at the default goal, in no zone), Sigma from the zone
+# episodes themselves, so Sigma's residual target is zero before the carry and, after it, what the words change.
+# Held-out-template episodes (a quarter) always go to test, and their twins to no split.
 SPLIT = "train:0.9,val:0.05,test:0.05"
-BASE_SPLIT = "train"
-FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=2000, sigma_steps=300, rollout_episodes=20, rollout_max_steps=120)
+BASE_SPLIT = "base"
+FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=2000, sigma_steps=800, rollout_episodes=20, rollout_max_steps=120)
 QUICK = DemoPlan(14, 64, 2, SPLIT, base_steps=100, sigma_steps=30, rollout_episodes=1, rollout_max_steps=40)
 
 
@@ -45,10 +44,11 @@ def run_record(plan: DemoPlan, out: Path) -> Path:
     from sigma_vla.sim.record import RecordConfig, record_dataset
 
     dataset = out / "dataset"
-    start = _stage(f"record {plan.episodes} SO-101 episodes -> {dataset}", (dataset / "meta/info.json").exists())
-    if not (dataset / "meta/info.json").exists():
+    done = (dataset / "meta/info.json").exists()
+    start = _stage(f"record {plan.episodes} SO-101 episodes and their generic twins -> {dataset}", done)
+    if not done:
         s = record_dataset(RecordConfig(episodes=plan.episodes, image_size=plan.image_size, seed=0, codec="av1",
-                                        workers=plan.workers), dataset)
+                                        workers=plan.workers, paired=True), dataset)
         typer.echo(f"kept {s.kept} episodes, discarded {s.discarded}, {s.frames} frames "
                    f"({time.perf_counter() - start:.0f} s)")
     return dataset
@@ -70,10 +70,11 @@ def run_inspect(dataset: Path) -> None:
 
 def run_prep_stage(plan: DemoPlan, dataset: Path, out: Path) -> Path:
     from sigma_vla.data.prep import PrepConfig, run_prep
+    from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
 
     shards = out / "shards"
     start = _stage(f"prep windows -> {shards}", False)
-    cfg = PrepConfig(image_size=plan.image_size, split=plan.split, pad_end=True)
+    cfg = PrepConfig(image_size=plan.image_size, split=plan.split, pad_end=True, base_task=GENERIC_INSTRUCTION)
     meta = run_prep(dataset, shards, cfg, workers=plan.workers)
     typer.echo(f"{meta['num_samples']} windows in {meta['num_shards']} shard(s); episodes per split "
                f"{meta['episodes']['per_split']}; windows per split {meta['windows']['per_split']} "

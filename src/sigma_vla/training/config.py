@@ -26,6 +26,10 @@ class TrafConfig:
     rho: float = 0.3  # paper (Table 1: hard_ratio 0.300)
     lambda_hard: float = 1.0  # our choice; Table 1's numbers are consistent with 1 (its L_act = L_act + L_act_hard)
     flow_weight: float = 1.0  # our addition: path C's flow-matching loss (the DiT's generative objective)
+    # Our addition, None = the paper's plain MSE: weigh each window by c / (r + c), r the size of the correction it
+    # asks of Sigma (losses.traf_loss), so adding errors where the base is right costs as much as missing a large
+    # correction. The demo sets it (docs/closed_loop.md, "Paired twins").
+    residual_floor: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.alphas) != 3 or min(self.alphas) < 0:
@@ -35,6 +39,9 @@ class TrafConfig:
         for name in ("lambda_hard", "flow_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"traf {name} must be >= 0, got {getattr(self, name)}", field=f"traf.{name}")
+        if self.residual_floor is not None and not 0 < self.residual_floor < float("inf"):
+            raise ConfigError(f"traf residual_floor must be > 0 or None, got {self.residual_floor}",
+                              field="traf.residual_floor")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from torch import Tensor
 from sigma_vla.models.action_triple import SCALES, ActionTriple, per_sample_mse, per_sample_sse
 
 __all__ = ["SCALES", "ActionTriple", "final_actions", "hard_set", "hard_set_size", "info_nce", "l_intent", "l_sem",
-           "l_tau", "l_time", "per_sample_mse", "per_sample_sse", "pooled_mse", "tau_rms", "traf_loss"]
+           "l_tau", "l_time", "per_sample_mse", "per_sample_sse", "pooled_mse", "residual_weights", "tau_rms",
+           "traf_loss"]
 
 
 def pooled_mse(sse: Tensor, count: Tensor, select: Tensor | None = None) -> Tensor:
@@ -67,6 +68,17 @@ def final_actions(output: ActionTriple, base: ActionTriple | None) -> ActionTrip
     return output if base is None else output.plus(base)
 
 
+def residual_weights(base: ActionTriple | None, target: ActionTriple,
+                     masks: tuple[Tensor | None, Tensor | None, Tensor | None], floor: float | None) -> Tensor:
+    """w_i = floor / (r_i + floor), r_i = sum_s MSE_i,s(base, target): (B,); all ones when floor is None or there
+    is no base (see `traf_loss`)."""
+    b = target.vector.shape[0]
+    if floor is None or base is None:
+        return torch.ones(b, device=target.vector.device)
+    r = sum(per_sample_mse(a.detach(), t, m) for a, t, m in zip(base, target, masks))  # (B,)
+    return floor / (r + floor)  # (B,)
+
+
 def traf_loss(
     output: ActionTriple,
     target: ActionTriple,
@@ -75,6 +87,7 @@ def traf_loss(
     rho: float = 0.3,
     lambda_hard: float = 1.0,
     masks: tuple[Tensor | None, Tensor | None, Tensor | None] | None = None,
+    residual_floor: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_act_total = L_act + lambda_hard * L_act^hard (paper 4.2.1).
 
@@ -82,14 +95,22 @@ def traf_loss(
     samples; L_act^hard is L_act restricted to the top-rho set H (see `hard_set_size` for the rounding). H is chosen
     per call (per process under data parallelism) and without gradient; the loss then flows through H's samples.
 
+    residual_floor c (our addition, None = the paper's plain MSE; needs `base`): each window's errors are weighted
+    by w_i = c / (r_i + c), r_i = sum_s MSE_i,s(base, target), the size of the correction it asks for, and every
+    mean becomes a w-weighted mean. A window the base already gets right (r_i << c) then counts as much as one that
+    needs a large correction: errors Sigma adds where none is needed (before the grasp, mm matter) are not drowned
+    out by the large carry corrections (docs/closed_loop.md, "Paired twins").
+
     Returns the scalar L_act_total and detached metrics: L_act, L_act_hard, L_act_total, mse_vector, mse_chunk,
-    mse_trajectory, hard_ratio (|H| / valid samples), hard_indices (k,), difficulty (B,).
+    mse_trajectory (plain, unweighted), hard_ratio (|H| / valid samples), hard_indices (k,), difficulty (B,).
     """
     masks = masks or (None, None, None)
     final = final_actions(output, base)
-    sse_n = [per_sample_sse(a, t, m) for a, t, m in zip(final, target, masks)]  # 3 x ((B,), (B,))
-    valid = torch.stack([n for _, n in sse_n]).sum(0) > 0  # (B,) samples with any real element
-    difficulty = sum(sse / n.clamp_min(1.0) for sse, n in sse_n)  # (B,) h_i
+    plain = [per_sample_sse(a, t, m) for a, t, m in zip(final, target, masks)]  # 3 x ((B,), (B,))
+    w = residual_weights(base, target, masks, residual_floor)  # (B,)
+    sse_n = [(sse * w, n * w) for sse, n in plain]
+    valid = torch.stack([n for _, n in plain]).sum(0) > 0  # (B,) samples with any real element
+    difficulty = w * sum(sse / n.clamp_min(1.0) for sse, n in plain)  # (B,) h_i (times w_i when weighted)
     hard = hard_set(difficulty, rho, valid)  # (k,)
     select = torch.zeros_like(valid).index_fill_(0, hard, True)  # (B,) bool
     mse = [pooled_mse(sse, n, valid) for sse, n in sse_n]
@@ -102,7 +123,7 @@ def traf_loss(
         "L_act": l_act.detach(),
         "L_act_hard": l_hard.detach(),
         "L_act_total": total.detach(),
-        **{f"mse_{s}": m.detach() for s, m in zip(SCALES, mse)},
+        **{f"mse_{s}": pooled_mse(sse, n, valid).detach() for s, (sse, n) in zip(SCALES, plain)},
         "hard_ratio": torch.tensor(hard.numel() / max(n_valid, 1)),
         "hard_indices": hard,
         "difficulty": difficulty.detach(),

@@ -80,7 +80,8 @@ class SigmaTask(ModelFiles):
         output, target = out.actions(), ActionTriple.from_batch(b, GT_ACTION)
         base = ActionTriple.from_batch(b, BASE_ACTION) if has_actions(b, BASE_ACTION) else None
         traf = self.cfg.traf
-        l_act_total, m = losses.traf_loss(output, target, base, traf.alphas, traf.rho, traf.lambda_hard)
+        l_act_total, m = losses.traf_loss(output, target, base, traf.alphas, traf.rho, traf.lambda_hard,
+                                          residual_floor=traf.residual_floor)
         flow = self._flow_loss(model, out, target, base)
         l_act_total = l_act_total + traf.flow_weight * flow
         ts = self.cfg.tsac
