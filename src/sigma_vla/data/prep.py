@@ -42,7 +42,7 @@ class PrepConfig:
     seed: int = 0  # seeds the episode -> split shuffle
     pad_end: bool = False  # True: windows at every frame, the last action repeated (data/windows.py; the demo)
     # Episodes whose task is this text are the base's demonstrations and form the base split; the other episodes
-    # are cut by `split` (the demo: the generic instruction of `sigma record --generic-episodes`). None: off.
+    # are cut by `split` (the demo: the generic twins of `sigma record --paired`). None: off.
     base_task: str | None = None
 
     def __post_init__(self):

@@ -71,10 +71,11 @@ ZONES: dict[str, Zone] = {
 }
 ZONE_NAMES: tuple[str, ...] = tuple(ZONES)
 
-# The base's habit: `sigma record --generic-episodes` records the base's demonstrations with the generic instruction
-# and goals in this 2 x 3 cm rectangle at the table's centre. It lies in the gap between near_centre and far_centre,
-# 2 cm from each, so an untuned base doing what it was taught places the block in no zone, and what Sigma must learn
-# is a clean function of the words: from the default spot to the zone they name (docs/closed_loop.md).
+# The base's habit: `sigma record --generic-episodes` and `--paired` record the base's demonstrations with the
+# generic instruction and goals in this 2 x 3 cm rectangle at the table's centre. It lies in the gap between
+# near_centre and far_centre, 2 cm from each, so an untuned base doing what it was taught places the block in no
+# zone, and what Sigma must learn is a clean function of the words: from the default spot to the zone they name
+# (docs/closed_loop.md).
 DEFAULT_GOAL = Zone("default", "middle", "centre", (0.21, 0.23), (-0.015, 0.015))
 
 
