@@ -49,7 +49,7 @@ def phase_errors(run: Path, shards: Path, split: str, windows: int, batch_size: 
     for start in range(0, len(pick), batch_size):
         batch = transform({k: v[start:start + batch_size] for k, v in data.items()})
         base, gt = ActionTriple.from_batch(batch, BASE_ACTION), ActionTriple.from_batch(batch, GT_ACTION)
-        sigma = base.chunk + model(batch).action_chunk  # (B, C, Da) TRAF composition
+        sigma = base.plus(model(batch).actions()).chunk  # (B, C, Da) TRAF composition, as a rollout executes
         err_base, err_sigma = per_sample_mse(base.chunk, gt.chunk), per_sample_mse(sigma, gt.chunk)  # (B,) each
         for i, (e, f) in enumerate(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist())):
             s = sums["approach" if f < closes[e] else "carry"]
