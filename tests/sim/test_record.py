@@ -113,6 +113,33 @@ def test_paired_twin_repeats_the_zone_episode_until_the_carry():
     np.testing.assert_array_equal(zone.state[:carry], twin.state[:carry])
 
 
+def test_snapshot_twin_is_the_twin_resimulated_from_reset(monkeypatch):
+    """run_pair copies the twin's shared prefix and simulates only its carry, from a snapshot: the twin is the one
+    re-simulated from reset, array for array, with action noise too; a zone episode cut before its carry (max_steps
+    20) has no branch and its twin is re-simulated."""
+    def assert_same(a: rec.EpisodeResult, b: rec.EpisodeResult) -> None:
+        assert (a.success, a.steps, a.instruction, a.seed) == (b.success, b.steps, b.instruction, b.seed)
+        for name in ("goal_pos", "block_xy", "state", "action", "frames"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+    with rec.SO101Sim(image_size=32) as sim:
+        with monkeypatch.context() as m:  # the snapshot path must not fall back on re-simulation
+            m.setattr(rec, "run_episode", lambda *a, **k: pytest.fail("twin re-simulated"))
+            pairs = {(1, 0.0): rec.run_pair(sim, 3, 1), (2, 0.3): rec.run_pair(sim, 3, 2, action_noise=0.3)}
+        for (attempt, noise), pair in pairs.items():
+            zone = rec.run_episode(sim, 3, attempt, action_noise=noise)
+            twin = rec.run_episode(sim, 3, attempt, generic=True, action_noise=noise, block_xy=zone.block_xy)
+            assert pair[0].success and pair[1].success
+            assert_same(pair[0], zone)
+            assert_same(pair[1], twin)
+        short = rec.run_pair(sim, 3, 1, max_steps=20)
+        zone = rec.run_episode(sim, 3, 1, 20)
+        assert [r.steps for r in short] == [20, 20]
+        assert_same(short[0], zone)
+        assert_same(short[1], rec.run_episode(sim, 3, 1, 20, True, block_xy=zone.block_xy))
+
+
 def test_a_pair_is_kept_whole_or_not_at_all(tmp_path, monkeypatch):
     pairs = [[fake_result(0, True), fake_result(0, True)], [fake_result(1, True), fake_result(1, False)]]
     monkeypatch.setattr(rec, "iter_attempts", lambda cfg: iter(pairs))

@@ -8,7 +8,7 @@ import pytest
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import ZONES
 from sigma_vla.sim import so101
-from sigma_vla.sim.so101 import MIN_GOAL_DISTANCE, SO101Sim, probe_render, resample_block_xy
+from sigma_vla.sim.so101 import MIN_GOAL_DISTANCE, SO101Sim, probe_render, resample_block_xy, reset_goal_xy
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,57 @@ def test_expert_places_the_block(sim):
         if r.terminated or r.truncated:
             break
     assert r.success and sim.distance_to_goal() < 0.03
+    goal = sim.goal_pos  # the success test with another goal, asked without moving the goal
+    assert sim.would_succeed(goal[:2]) and not sim.would_succeed(goal[:2] + [0.05, 0.0])
+    np.testing.assert_array_equal(sim.goal_pos, goal)
+
+
+def test_restoring_a_snapshot_replays_the_continuation(sim):
+    """After restore, the observation is the one seen at the snapshot, bit for bit, and the expert's steps repeat to
+    the episode's end, even after another episode ran in between; a restored snapshot can be restored again."""
+    def continuation(obs):
+        out = [obs.state, obs.image]
+        for _ in range(40):
+            a = sim.expert_action()
+            r = sim.step(a)
+            out += [a, r.obs.state, r.obs.image,
+                    np.array([r.success, r.terminated, r.truncated, sim.steps, sim._time_limit._elapsed_steps])]
+            if r.terminated:
+                return out
+        pytest.fail("the expert did not finish")
+
+    # Lifting (the expert's counters and the jaw's contacts matter), and the block back on the table (success
+    # needs the env's memory that it was carried).
+    for phase in ("LIFT", "OPEN"):
+        obs = sim.reset(seed=21, zone="near_centre")
+        while sim._expert.phase.name != phase:
+            obs = sim.step(sim.expert_action()).obs
+        snap = sim.snapshot()
+        first = continuation(obs)
+        assert first[-1][0]  # success
+        rollout(sim, 22, "far_left", 8)
+        for _ in range(2):
+            again = continuation(sim.restore(snap))
+            assert len(again) == len(first)
+            assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
+    other = np.array([0.21, 0.0])
+    sim.restore(snap, goal_xy=other)
+    np.testing.assert_array_equal(sim.goal_pos[:2], other)
+
+
+def test_reset_goal_xy_is_the_goal_reset_draws(sim):
+    for seed, zone in ((4, "default"), (5, "far_right")):
+        sim.reset(seed=seed, zone=zone, block_xy=np.array([0.2, 0.0]))
+        np.testing.assert_array_equal(sim.goal_pos[:2], reset_goal_xy(seed, zone))
+        sim.reset(seed=seed, zone=zone)
+        np.testing.assert_array_equal(sim.goal_pos[:2], reset_goal_xy(seed, zone))
+
+
+def test_a_snapshot_names_a_field_the_package_lost(sim, monkeypatch):
+    sim.reset(seed=0, zone="near_left")
+    monkeypatch.delattr(sim._u, "_z_init")
+    with pytest.raises(SigmaError, match="'_z_init'"):
+        sim.snapshot()
 
 
 def test_simplified_meshes_change_neither_physics_nor_the_picture(sim, monkeypatch):

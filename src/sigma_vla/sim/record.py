@@ -10,9 +10,12 @@ discarded.
 Paired twins (`--paired`, the demo): every zone attempt is recorded twice, once as drawn and once as the base's
 demonstration (the generic instruction, the default goal) with the block where the zone episode had it. The
 scripted expert's approach, grasp and lift do not depend on the goal, so the two episodes are identical, frame for
-frame, until the carry (measured: the first 31-34 of 43-50 steps). The base learns from the twins and Sigma from the
-zone episodes: what Sigma must add is then only what the words change (docs/closed_loop.md, "Paired twins").
-A pair is kept only when both episodes succeed; twins share the zone episode's `sigma/seed`.
+frame, until the carry (measured: the first 31-34 of 43-50 steps). The twin therefore copies that shared prefix
+from the zone episode and only its carry is simulated, from a snapshot of the simulator taken before the expert's
+first action that reads the goal (`run_pair`; identical, array for array, to a twin re-simulated from reset:
+tests/sim/test_record.py). The base learns from the twins and Sigma from the zone episodes: what Sigma must add is
+then only what the words change (docs/closed_loop.md, "Paired twins"). A pair is kept only when both episodes
+succeed; twins share the zone episode's `sigma/seed`.
 
 Instructions are drawn from all templates of the zone, held-out ones included: every episode carries
 `sigma/held_out`, and the training split must exclude held-out episodes while evaluation uses them
@@ -21,10 +24,11 @@ Instructions are drawn from all templates of the zone, held-out ones included: e
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,17 @@ from sigma_vla.data.lerobot_writer import (
 )
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, generic_instruction, sample_instruction
-from sigma_vla.sim.so101 import ACTION_NAMES, FPS, MAX_STEPS, ROBOT_TYPE, STATE_NAMES, SO101Sim
+from sigma_vla.sim.so101 import (
+    ACTION_NAMES,
+    FPS,
+    MAX_STEPS,
+    ROBOT_TYPE,
+    STATE_NAMES,
+    Observation,
+    SimSnapshot,
+    SO101Sim,
+    reset_goal_xy,
+)
 
 CAMERA_KEY = "observation.images.front"
 SEED_STRIDE = 100_003  # a prime: seeds of different --seed runs do not collide for < 100003 episodes
@@ -128,6 +142,67 @@ def plan_instruction(seed: int, generic: bool = False) -> Instruction:
     return sample_instruction(rng, zone, allow_held_out=True)
 
 
+@dataclass(frozen=True)
+class _Branch:
+    """Where a twin leaves its zone episode: before the expert's first action that reads the goal."""
+
+    step: int  # that action's index
+    snapshot: SimSnapshot
+    noise: np.random.Generator  # the noise stream, before that step's draw
+
+
+@dataclass
+class _Trace:
+    """An episode's (observation, action) pairs as they are recorded."""
+
+    states: list[np.ndarray] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+    branch: _Branch | None = None
+
+    def prefix(self, n: int) -> _Trace:
+        return _Trace(self.states[:n], self.actions[:n], self.frames[:n])
+
+
+def _drive(sim: SO101Sim, obs: Observation, trace: _Trace, max_steps: int, action_noise: float,
+           noise: np.random.Generator, twin_goal: np.ndarray | None = None) -> bool:
+    """Run the expert from `obs`, appending to `trace`, until the episode ends or the trace holds max_steps steps
+    (it may already hold a twin's prefix); return success. With twin_goal, also set trace.branch, unless a step
+    before it would have ended the episode had the goal been twin_goal (the env's success test reads the goal)."""
+    watch, snap = twin_goal is not None, None
+    while len(trace.actions) < max_steps:
+        if watch:
+            snap = sim.snapshot(reuse=snap)  # before the expert's action: `act` advances its phase
+        action = sim.expert_action()
+        if watch and sim.expert_read_goal:  # this action is the zone's: the twin's would aim at its own goal
+            trace.branch = _Branch(len(trace.actions), snap, copy.deepcopy(noise))
+            watch = False
+        trace.states.append(obs.state)
+        trace.frames.append(obs.image)
+        trace.actions.append(action)
+        result = sim.step(perturb(action, action_noise, noise))
+        obs = result.obs
+        if watch and sim.would_succeed(twin_goal):  # the twin would have ended here: no branch, it re-simulates
+            watch = False
+        if result.terminated or result.truncated:
+            return result.success
+    return False
+
+
+def _result(sim: SO101Sim, attempt: int, seed: int, instruction: Instruction, start_xy: np.ndarray,
+            success: bool, trace: _Trace) -> EpisodeResult:
+    """A finished episode; a failed one ships no arrays."""
+    steps = len(trace.actions)
+    if not success:
+        s = sim.image_size
+        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos, start_xy,
+                             np.zeros((0, 14), np.float32), np.zeros((0, 4), np.float32),
+                             np.zeros((0, s, s, 3), np.uint8))
+    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos, start_xy,
+                         np.stack(trace.states).astype(np.float32), np.stack(trace.actions).astype(np.float32),
+                         np.stack(trace.frames))
+
+
 def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS,
                 generic: bool = False, action_noise: float = 0.0,
                 block_xy: np.ndarray | None = None) -> EpisodeResult:
@@ -137,28 +212,38 @@ def run_episode(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MA
     instruction = plan_instruction(seed, generic)
     obs = sim.reset(seed=seed, zone=instruction.zone, block_xy=block_xy)
     start_xy = sim.block_pos[:2].copy()
-    noise = np.random.default_rng([seed, 2])  # apart from the block and goal streams
-    states, actions, frames = [], [], []
-    success = False
-    for _ in range(max_steps):
-        action = sim.expert_action()
-        states.append(obs.state)
-        frames.append(obs.image)
-        actions.append(action)
-        result = sim.step(perturb(action, action_noise, noise))
-        obs = result.obs
-        if result.terminated or result.truncated:
-            success = result.success
-            break
-    steps = len(actions)
-    if not success:
-        s = sim.image_size
-        return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos, start_xy,
-                             np.zeros((0, 14), np.float32), np.zeros((0, 4), np.float32),
-                             np.zeros((0, s, s, 3), np.uint8))
-    return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos, start_xy,
-                         np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
-                         np.stack(frames))
+    trace = _Trace()
+    success = _drive(sim, obs, trace, max_steps, action_noise, _noise_stream(seed))
+    return _result(sim, attempt, seed, instruction, start_xy, success, trace)
+
+
+def run_pair(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int = MAX_STEPS,
+             action_noise: float = 0.0) -> list[EpisodeResult]:
+    """A zone episode and its generic twin, identical to `run_episode(..., generic=True, block_xy=zone.block_xy)`:
+    the twin copies the zone episode's steps before its branch and simulates only the rest, from the branch's
+    snapshot with the twin's goal (what reset would draw for it). Action noise needs nothing more: both episodes
+    draw one vector per step from the same stream (`_noise_stream`), so their prefixes saw the same draws, and the
+    stream is copied at the branch. Without a branch (the zone episode ended first) the twin is run from reset."""
+    seed = episode_seed(base_seed, attempt)
+    instruction, twin_instruction = plan_instruction(seed), plan_instruction(seed, generic=True)
+    twin_goal = reset_goal_xy(seed, twin_instruction.zone)
+    obs = sim.reset(seed=seed, zone=instruction.zone)
+    start_xy = sim.block_pos[:2].copy()
+    trace = _Trace()
+    success = _drive(sim, obs, trace, max_steps, action_noise, _noise_stream(seed), twin_goal)
+    zone = _result(sim, attempt, seed, instruction, start_xy, success, trace)
+    branch = trace.branch
+    if branch is None:
+        return [zone, run_episode(sim, base_seed, attempt, max_steps, True, action_noise, block_xy=start_xy)]
+    obs = sim.restore(branch.snapshot, goal_xy=twin_goal)
+    twin = trace.prefix(branch.step)
+    success = _drive(sim, obs, twin, max_steps, action_noise, branch.noise)
+    return [zone, _result(sim, attempt, seed, twin_instruction, start_xy, success, twin)]
+
+
+def _noise_stream(seed: int) -> np.random.Generator:
+    """The action-noise RNG of an episode seed, apart from the block and goal streams."""
+    return np.random.default_rng([seed, 2])
 
 
 def perturb(action: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -195,10 +280,9 @@ def _worker_attempt(args: tuple[int, int, int, bool, float, bool]) -> list[Episo
 def run_attempt(sim: SO101Sim, base_seed: int, attempt: int, max_steps: int, generic: bool, action_noise: float,
                 paired: bool) -> list[EpisodeResult]:
     """One attempt: its episode, then its generic twin when paired (and the attempt is not already generic)."""
-    first = run_episode(sim, base_seed, attempt, max_steps, generic, action_noise)
-    if not paired or generic:
-        return [first]
-    return [first, run_episode(sim, base_seed, attempt, max_steps, True, action_noise, block_xy=first.block_xy)]
+    if paired and not generic:
+        return run_pair(sim, base_seed, attempt, max_steps, action_noise)
+    return [run_episode(sim, base_seed, attempt, max_steps, generic, action_noise)]
 
 
 def iter_attempts(config: RecordConfig) -> Iterator[list[EpisodeResult]]:

@@ -15,12 +15,19 @@ is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
   The goal is never rendered, so the image does not change.
 - `info["succeed"]`: carried, within 0.03 m of the goal, jaw open, block at rest. `terminated` on success or
   when the block leaves x 0.08..0.40, |y| < 0.20.
+- Snapshots (`SO101Sim.snapshot`, a paired twin's shared prefix: sim/record.py): what persists between steps is
+  the MjData (copied whole: after `mj_step` the sensors and poses read by the observation and the expert are the
+  last substep's start, which `mj_setState` + `mj_forward` would not give), the env's `_target_ee_pos`,
+  `_last_action_was_zero`, `_z_init`, `_was_carried`, `_goal_pos`, TimeLimit's `_elapsed_steps` and the expert
+  (`_phase`, `_steps_in_phase`, `_table_z`); `ik_control` keeps none, `np_random` is read only by reset. The
+  expert first reads the goal in the `act` that enters TRAVERSE; `_is_success` reads it after every step.
 - Rendering is lazy (first reset); shadows off and no multisampling take it from ~300 to ~90 ms a frame, and
   drawing the arm's meshes at 2 mm resolution (400k triangles -> 24k) to ~30 ms (`simplify_render_meshes`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -55,6 +62,13 @@ CAMERA = "front"
 # learned imitation that errs by 2 mm one way drops the block; aiming at the window's middle gives it +-1 cm.
 GRASP_AIM_OFFSET = np.array([0.0, -0.010, 0.0])
 _APPROACH_PHASES = ("HOVER", "DESCEND", "CLOSE")
+# The expert's phases that never read the goal: HOVER and DESCEND aim at the block, CLOSE waits, LIFT rises above
+# the grasp point (pick_place.phase_target), and phases only advance, so an `act` that ends in one of them has read
+# no goal. A twin shares the zone episode's steps up to the first `act` that ends elsewhere (sim/record.py).
+_GOAL_FREE_PHASES = ("HOVER", "DESCEND", "CLOSE", "LIFT")
+# Env attributes a step reads and changes (module docstring); a snapshot copies them.
+_STEP_FIELDS = ("_target_ee_pos", "_last_action_was_zero", "_z_init", "_was_carried", "_goal_pos")
+_PACKAGE_CHANGED = "lerobot_env_so101 changed: {} (tested with 0.4.0)"
 
 SIM_PACKAGES = ("mujoco", "gymnasium", "lerobot_env_so101")  # the `sim` extra of pyproject.toml
 _SIM_MISSING = ("the simulator is not installed ({} missing): pip install 'sigma-vla[sim]' "
@@ -80,6 +94,17 @@ class BlockReading:
     speed: float  # m/s, linear
     grasp_distance: float  # metres from the point between the jaws to the block centre
     jaw_opening: float  # 0 closed .. 1 open, read from the joint (the command leads it by a step)
+
+
+@dataclass(frozen=True)
+class SimSnapshot:
+    """An episode in progress (SO101Sim.snapshot): restoring it makes the next steps and observations identical."""
+
+    data: Any  # mujoco.MjData, a whole copy
+    fields: dict[str, Any]  # _STEP_FIELDS
+    elapsed_steps: int  # the TimeLimit wrapper's
+    expert: Any  # PickPlaceController, a deep copy
+    steps: int  # SO101Sim.steps
 
 
 class StepResult(NamedTuple):
@@ -155,6 +180,26 @@ def probe_render(env: Any) -> None:
                          f"({first_line(err, with_type=True)}): {_EGL_HINT}") from None
 
 
+def goal_stream(seed: int) -> np.random.Generator:
+    """The RNG `reset(seed)` draws the goal (then a displaced block) from, apart from the env's block RNG."""
+    return np.random.default_rng([int(seed), 1])
+
+
+def reset_goal_xy(seed: int, zone: str) -> np.ndarray:
+    """The goal `reset(seed=seed, zone=zone)` draws when given no goal_xy (its stream's first draw), known without a
+    reset: a paired twin's (sim/record.py)."""
+    return sample_goal_xy(goal_stream(seed), zone)
+
+
+def find_time_limit(env: Any) -> Any:
+    """The gymnasium TimeLimit wrapper in env's chain; its elapsed-step counter persists between steps."""
+    while env is not None and not hasattr(env, "_elapsed_steps"):
+        env = getattr(env, "env", None)
+    if env is not None:
+        return env
+    raise SigmaError(_PACKAGE_CHANGED.format("the env has no TimeLimit wrapper ('_elapsed_steps')"))
+
+
 def resample_block_xy(rng: np.random.Generator, goal_xy: np.ndarray, max_tries: int = 1000) -> np.ndarray:
     """A block position from the package's block distribution at least MIN_GOAL_DISTANCE from the goal."""
     for _ in range(max_tries):
@@ -183,18 +228,27 @@ class SO101Sim:
                              render_spec=rendering_spec(height=image_size, width=image_size),
                              max_episode_steps=max_steps, disable_env_checker=True)
         self._u = self._env.unwrapped
-        for attr in ("_goal_pos", "_block_z", "_block_dof_adr", "_gripper_qpos_adr"):
-            if not hasattr(self._u, attr):
-                self.close()
-                raise SigmaError(f"lerobot_env_so101 changed: env has no {attr!r} (tested with 0.4.0)")
-        speed_up_rendering(self._u.model)
         self._expert = controller_cls(action_scale=ACTION_SCALE)
         self._steps = 0
         try:
+            self._check_package()
+            self._time_limit = find_time_limit(self._env)
+            speed_up_rendering(self._u.model)
             probe_render(self._u)
         except SigmaError:
             self.close()
             raise
+
+    def _check_package(self) -> None:
+        """Fail now, naming it, when the package lacks a private field we rely on (module docstring). `_z_init` is
+        set by the env's reset, so snapshot() checks it."""
+        for attr in ("_goal_pos", "_block_z", "_block_dof_adr", "_gripper_qpos_adr", "_is_success",
+                     "_compute_observation", *(f for f in _STEP_FIELDS if f != "_z_init")):
+            if not hasattr(self._u, attr):
+                raise SigmaError(_PACKAGE_CHANGED.format(f"env has no {attr!r}"))
+        phases = getattr(type(getattr(self._expert, "phase", None)), "__members__", {})
+        for name in (n for n in (*_GOAL_FREE_PHASES, "TRAVERSE") if n not in phases):
+            raise SigmaError(_PACKAGE_CHANGED.format(f"the scripted expert has no phase {name!r}"))
 
     # ---- episode ------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, zone: str | None = None,
@@ -203,7 +257,7 @@ class SO101Sim:
         distribution. With a seed the episode is a pure function of (seed, zone, goal_xy, block_xy).
         block_xy puts the block there, however near the goal (a paired twin of another episode: sim/record.py)."""
         if seed is not None:
-            self._rng = np.random.default_rng([int(seed), 1])  # goal stream, apart from the env's block RNG
+            self._rng = goal_stream(seed)  # its first draw is reset_goal_xy(seed, zone)
         raw, _ = self._env.reset(seed=None if seed is None else int(seed))
         if zone is not None or goal_xy is not None:
             goal = np.asarray(goal_xy if goal_xy is not None else sample_goal_xy(self._rng, zone), np.float64)
@@ -234,11 +288,28 @@ class SO101Sim:
             aim = aim + GRASP_AIM_OFFSET
         return self._expert.act(self._u.ik_point_pos, aim, self.goal_pos)
 
+    @property
+    def expert_read_goal(self) -> bool:
+        """Whether the expert's last action depended on the goal: its `act` ended past LIFT (_GOAL_FREE_PHASES)."""
+        return self._expert.phase.name not in _GOAL_FREE_PHASES
+
+    def would_succeed(self, goal_xy: np.ndarray) -> bool:
+        """The env's success test on the current state were the goal at goal_xy instead (it reads the goal)."""
+        u, goal = self._u, self._u._goal_pos
+        u._goal_pos = self._goal_array(goal_xy)
+        try:
+            return bool(u._is_success())
+        finally:
+            u._goal_pos = goal
+
+    def _goal_array(self, goal_xy: np.ndarray) -> np.ndarray:
+        """The env's `_goal_pos` for a goal (x, y): on the table, at the resting block centre's height."""
+        return np.array([goal_xy[0], goal_xy[1], self._u._block_z], dtype=np.float64)
+
     def _set_goal(self, goal_xy: np.ndarray, raw: dict, keep_away: bool = True) -> dict:
-        u = self._u
         if keep_away and np.linalg.norm(self.block_pos[:2] - goal_xy) < MIN_GOAL_DISTANCE:
             raw = self._place_block(resample_block_xy(self._rng, goal_xy))
-        u._goal_pos = np.array([goal_xy[0], goal_xy[1], u._block_z], dtype=np.float64)
+        self._u._goal_pos = self._goal_array(goal_xy)
         return raw
 
     def _place_block(self, xy: np.ndarray) -> dict:
@@ -249,6 +320,36 @@ class SO101Sim:
         u.data.jnt("block").qpos[:3] = (*xy, u._block_z)
         mujoco.mj_forward(u.model, u.data)
         return u._compute_observation()
+
+    # ---- snapshots ----------------------------------------------------------------------------------------
+    def snapshot(self, reuse: SimSnapshot | None = None) -> SimSnapshot:
+        """The episode as it stands, before the next expert action. reuse: an older snapshot whose MjData to
+        overwrite (it becomes invalid), which spares allocating MjData's 14 MB arena (~1.3 ms) per snapshot."""
+        import mujoco
+
+        u = self._u
+        for name in (f for f in _STEP_FIELDS if not hasattr(u, f)):  # _z_init: the env's reset sets it
+            raise SigmaError(_PACKAGE_CHANGED.format(f"env has no {name!r}") + " or no episode was reset")
+        data = reuse.data if reuse is not None else mujoco.MjData(u.model)
+        mujoco.mj_copyData(data, u.model, u.data)
+        return SimSnapshot(data, copy.deepcopy({f: getattr(u, f) for f in _STEP_FIELDS}),
+                           int(self._time_limit._elapsed_steps), copy.deepcopy(self._expert), self._steps)
+
+    def restore(self, snap: SimSnapshot, goal_xy: np.ndarray | None = None) -> Observation:
+        """Return to a snapshot (it stays valid); goal_xy: continue towards another goal (never rendered). The
+        observation is re-rendered from the restored state, identical to the one seen when it was taken."""
+        import mujoco
+
+        u = self._u
+        mujoco.mj_copyData(u.data, u.model, snap.data)  # in place: the env and its renderer hold u.data
+        for name, value in copy.deepcopy(snap.fields).items():
+            setattr(u, name, value)
+        self._time_limit._elapsed_steps = snap.elapsed_steps
+        self._expert = copy.deepcopy(snap.expert)
+        self._steps = snap.steps
+        if goal_xy is not None:
+            u._goal_pos = self._goal_array(np.asarray(goal_xy, np.float64))
+        return self._observation(u._compute_observation())
 
     @staticmethod
     def _observation(raw: dict) -> Observation:
