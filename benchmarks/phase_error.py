@@ -7,6 +7,10 @@ chunk MSE (normalised units) of the frozen base and of Sigma (base + Sigma's out
 windows that start before the jaw first closes ("approach") and after ("carry"). The averaged offline MSE hides
 the difference: the carry asks for corrections about 30 times larger than the approach, so Sigma can lower the
 average while adding the millimetres of error that make a grasp fail (docs/closed_loop.md, "Paired twins").
+Per phase it also reports the gain of Sigma's correction on the position actions: <p, r> / <r, r>, p Sigma's output
+(what it adds to the base) and r = ground truth - base (what it should add). 1 is a full correction; a gain of 0.4
+in the carry means the executed action keeps 60% of the base's pull toward its own goal, and in closed loop the
+block stalls where that pull and Sigma's push cancel (docs/closed_loop.md, "Why Sigma's carry stalls").
 The jaw command is the action's last dimension (the SO-101 simulator's grasp: 1 open, 0 closed).
 """
 
@@ -45,23 +49,28 @@ def phase_errors(run: Path, shards: Path, split: str, windows: int, batch_size: 
     data = {k: v[pick] for k, v in data.items()}
     model = load_run_model(run)
     transform = BatchTransform.from_meta(meta, model.config.language.text_max_len)
-    sums = {p: {"windows": 0, "base": 0.0, "sigma": 0.0} for p in ("approach", "carry")}
+    sums = {p: {"windows": 0, "base": 0.0, "sigma": 0.0, "pr": 0.0, "rr": 0.0} for p in ("approach", "carry")}
     for start in range(0, len(pick), batch_size):
         batch = transform({k: v[start:start + batch_size] for k, v in data.items()})
         base, gt = ActionTriple.from_batch(batch, BASE_ACTION), ActionTriple.from_batch(batch, GT_ACTION)
         sigma = base.plus(model(batch).actions()).chunk  # (B, C, Da) TRAF composition, as a rollout executes
         err_base, err_sigma = per_sample_mse(base.chunk, gt.chunk), per_sample_mse(sigma, gt.chunk)  # (B,) each
+        given, wanted = (sigma - base.chunk)[..., :-1], (gt.chunk - base.chunk)[..., :-1]  # (B, C, Da - 1) positions
+        pr, rr = (given * wanted).flatten(1).sum(1), (wanted * wanted).flatten(1).sum(1)  # (B,) each
         for i, (e, f) in enumerate(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist())):
             s = sums["approach" if f < closes[e] else "carry"]
             s["windows"] += 1
             s["base"] += float(err_base[i])
             s["sigma"] += float(err_sigma[i])
+            s["pr"] += float(pr[i])
+            s["rr"] += float(rr[i])
     out = {}
     for phase, s in sums.items():
         n = max(s["windows"], 1)
         base, sigma = s["base"] / n, s["sigma"] / n
         out[phase] = {"windows": s["windows"], "mse_chunk_base": base, "mse_chunk_sigma": sigma,
-                      "change": sigma / base - 1 if base else None}
+                      "change": sigma / base - 1 if base else None,
+                      "correction_gain": s["pr"] / s["rr"] if s["rr"] else None}
     return out
 
 
@@ -77,8 +86,9 @@ def main() -> None:
     phases = phase_errors(args.run, args.shards, args.split, args.windows)
     for phase, r in phases.items():
         change = "" if r["change"] is None else f" ({100 * r['change']:+.0f}%)"
+        gain = "" if r["correction_gain"] is None else f"; correction gain {r['correction_gain']:.2f}"
         print(f"{phase:8s} {r['windows']:5d} windows: base {r['mse_chunk_base']:.4f}, "
-              f"Sigma {r['mse_chunk_sigma']:.4f}{change}")
+              f"Sigma {r['mse_chunk_sigma']:.4f}{change}{gain}")
     result = {"run": str(args.run), "shards": str(args.shards), "split": args.split, "phases": phases,
               "seconds": time.perf_counter() - start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
