@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sigma_vla.evaluation.rollout import rollout_plan, run_episode, summarize
+from sigma_vla.sim.so101 import STATE_NAMES
 
 
 def test_rollout_plan_is_deterministic_and_held_out():
@@ -25,7 +26,7 @@ class ExpertThroughPolicyAPI:
         pass
 
     def select_action(self, observation, instruction):
-        assert observation["observation.state"].shape == (14,)
+        assert observation["observation.state"].shape == (len(STATE_NAMES),)
         return self.sim.expert_action()
 
 

@@ -8,29 +8,33 @@ import torch
 
 from dataclasses import replace
 
+from sigma_vla.errors import SigmaError
 from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy, ensemble_action
 from sigma_vla.models import SigmaConfig, SigmaModel
 from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
 from sigma_vla.models.text import TextTokenizer
 from sigma_vla.models.transforms import Normalizer
+from sigma_vla.sim.so101 import STATE_NAMES
+
+DS = len(STATE_NAMES)  # the simulator's state, so the served loop (tests/serving) can drive it
 
 S = 64
 
 
 def make_policy(mode: str = "sigma+adapter", n_action_steps: int = 2) -> SigmaPolicy:
     torch.manual_seed(0)
-    cfg = SigmaConfig.tiny(state_dim=14, action_dim=4, horizon=8, chunk=4)
+    cfg = SigmaConfig.tiny(state_dim=DS, action_dim=4, horizon=8, chunk=4)
     cfg = cfg.replace(vision=cfg.vision.__class__(**{**cfg.vision.__dict__, "num_cameras": 1, "image_size": S}))
     model = SigmaModel(cfg).eval()
-    base = TinyBasePolicy(TinyBaseConfig.tiny(state_dim=14, action_dim=4, horizon=8, num_cameras=1)).eval()
+    base = TinyBasePolicy(TinyBaseConfig.tiny(state_dim=DS, action_dim=4, horizon=8, num_cameras=1)).eval()
     config = PolicyConfig(mode=mode, n_action_steps=n_action_steps, image_size=S)
-    norm = Normalizer(torch.zeros(14), torch.ones(14), torch.full((4,), 0.5), torch.full((4,), 2.0))
+    norm = Normalizer(torch.zeros(DS), torch.ones(DS), torch.full((4,), 0.5), torch.full((4,), 2.0))
     return SigmaPolicy(model, base, norm, TextTokenizer(cfg.language.text_max_len), config, {"fps": 10.0})
 
 
 def obs(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"observation.state": rng.normal(size=14).astype(np.float32),
+    return {"observation.state": rng.normal(size=DS).astype(np.float32),
             "observation.images.front": rng.integers(0, 256, (S, S, 3), dtype=np.uint8)}
 
 
@@ -94,7 +98,7 @@ def test_policies_sharing_weights_keep_their_own_memory():
 
 def test_metadata_declares_the_inputs():
     meta = make_policy().metadata()
-    assert meta["inputs"] == {"observation.state": {"dtype": "float32", "shape": [14]},
+    assert meta["inputs"] == {"observation.state": {"dtype": "float32", "shape": [DS]},
                               "observation.images.front": {"dtype": "uint8", "shape": [S, S, 3]}}
     assert meta["chunk"] == 4 and meta["action_dim"] == 4
 
@@ -103,3 +107,12 @@ def test_metadata_declares_the_inputs():
 def test_actions_are_finite_and_shaped(mode):
     plan = make_policy(mode).plan(obs(), "hand it to the person on your left")
     assert plan.actions.shape == (4, 4) and np.isfinite(plan.actions).all()
+
+
+def test_a_state_of_another_size_is_named():
+    policy = make_policy()
+    policy.reset()
+    bad = {**obs(), "observation.state": np.zeros(DS - 1, np.float32)}  # e.g. a robot's state without the jaw
+    with pytest.raises(SigmaError, match=f"trained on {DS} state values, the observation has {DS - 1}") as err:
+        policy.select_action(bad, "put it far left")
+    assert err.value.field == "observation.state"

@@ -15,6 +15,7 @@ import torch
 from sigma_vla.errors import SigmaError
 from sigma_vla.inference.policy import load_policy, load_sigma_policy
 from sigma_vla.models import SigmaConfig
+from sigma_vla.sim.so101 import STATE_NAMES
 from sigma_vla.training.run import finetune_base, train_base, train_sigma
 from tests.conftest import run_cli
 from tests.training.fake_shards import write_fake_shards
@@ -26,8 +27,8 @@ TRAIN = {"steps": 2, "batch_size": 4}
 
 
 def _so101_shards(out: Path, seed: int, capsys, base: Path | None = None) -> Path:
-    """Fake shards shaped like the SO-101 simulator (14-dim state, 4-dim action, one front camera)."""
-    cfg = SigmaConfig.tiny(state_dim=14, action_dim=4)
+    """Fake shards shaped like the SO-101 simulator (STATE_NAMES, 4-dim action, one front camera)."""
+    cfg = SigmaConfig.tiny(state_dim=len(STATE_NAMES), action_dim=4)
     cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, num_cameras=1))
     write_fake_shards(out, n_train=12, n_val=8, seed=seed, config=cfg, image_size=SIDE)
     meta = json.loads((out / "meta.json").read_text())
@@ -40,7 +41,7 @@ def _so101_shards(out: Path, seed: int, capsys, base: Path | None = None) -> Pat
 
 def _obs(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"observation.state": rng.normal(size=14).astype(np.float32),
+    return {"observation.state": rng.normal(size=len(STATE_NAMES)).astype(np.float32),
             CAMERA: rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)}
 
 
@@ -83,7 +84,7 @@ def trained(tmp_path_factory) -> Path:
 def test_run_directory_holds_its_policy_spec_and_base(trained):
     spec = json.loads((trained / "run" / "policy.json").read_text())
     assert spec["cameras"] == [CAMERA] and spec["image_size"] == SIDE
-    assert (spec["state_dim"], spec["action_dim"]) == (14, 4) and spec["normalization"]["action"]["std"]
+    assert (spec["state_dim"], spec["action_dim"]) == (len(STATE_NAMES), 4) and spec["normalization"]["action"]["std"]
     assert spec["base"]["path"] == "base" and len(spec["base"]["fingerprint"]) == 16
     assert sorted(p.name for p in (trained / "run" / "base").iterdir()) == ["config.json", "model.safetensors"]
     for other in ("base", "ft"):  # the base directory and the control group carry their own spec, no copied base

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sigma_vla.data.shards import read_meta
+from sigma_vla.sim.so101 import STATE_NAMES
 from tests.conftest import run_cli
 from tests.inference.test_portable_run import _obs, _so101_shards
 from tests.lerobot.conftest import save_checkpoint
@@ -100,7 +101,7 @@ def test_lerobot_base_end_to_end_through_the_cli(kind, tmp_path, capsys):
 
 @pytest.mark.parametrize("features, words", [
     ({"action_dim": 6}, ["action_dim", "action dim: the shards have 4", "declares 6"]),
-    ({"state_dim": 8}, ["state_dim", "state dim: the shards have 14", "declares 8"]),
+    ({"state_dim": 8}, ["state_dim", f"state dim: the shards have {len(STATE_NAMES)}", "declares 8"]),
     ({"cameras": ["observation.images.top"]}, ["cameras", "observation.images.front", "observation.images.top"]),
     ({"image_size": 32}, ["image_size", "16x16 px", "32x32", "--image-size 32"]),
 ])

@@ -10,16 +10,18 @@ import numpy as np
 from websockets.sync.client import ClientConnection, connect
 
 from sigma_vla.serving.server import ServerConfig
+from sigma_vla.sim.so101 import STATE_NAMES
 from sigma_vla_client.wire import pack, unpack
 
 IMAGE_SIZE = 64
+DS = len(STATE_NAMES)  # the stand-in is shaped like the SO-101 simulator
 LIMIT = 64 * 1024  # small message limit for the tests: a valid observation is ~12.4 KB
 TOKEN = "s3cret-token"
 INSTRUCTION = "place it far left"
 
 
 def make_obs(state0: float = 0.0, image_value: int = 0, size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
-    state = np.zeros(14, np.float32)
+    state = np.zeros(DS, np.float32)
     state[0] = state0
     return {"observation.state": state,
             "observation.images.front": np.full((size, size, 3), image_value, np.uint8)}

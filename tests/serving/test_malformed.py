@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sigma_vla_client import PolicyAuthError, PolicyClient
 from sigma_vla_client.wire import pack
-from tests.serving.helpers import LIMIT, TOKEN, RawConnection, infer_message, make_obs
+from tests.serving.helpers import DS, LIMIT, TOKEN, RawConnection, infer_message, make_obs
 
 
 def _obs_with(**entries: Any) -> dict[str, Any]:
@@ -26,13 +26,13 @@ def _obs_with(**entries: Any) -> dict[str, Any]:
     return obs
 
 
-def _state(dtype: Any = np.float32, shape: tuple[int, ...] = (14,), fill: float = 0.0) -> np.ndarray:
+def _state(dtype: Any = np.float32, shape: tuple[int, ...] = (DS,), fill: float = 0.0) -> np.ndarray:
     return np.full(shape, fill, dtype)
 
 
 def _forged(**fields: Any) -> dict[str, Any]:
     """A hand-made array map: the client never sends these, an attacker might."""
-    base = {"__ndarray__": True, "dtype": "float32", "shape": [14], "data": bytes(56)}
+    base = {"__ndarray__": True, "dtype": "float32", "shape": [DS], "data": bytes(4 * DS)}
     base.update(fields)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -56,8 +56,8 @@ CASES: dict[str, tuple[Callable[[], bytes | str], str, str]] = {
                           "bad_request", "dtype float64, expected float32"),
     "wrong dtype image": (lambda: pack(infer_message(_obs_with(observation__images__front=np.zeros(
         (64, 64, 3), np.float32)))), "bad_request", "expected uint8"),
-    "wrong shape state": (lambda: pack(infer_message(_obs_with(observation__state=_state(shape=(13,))))),
-                          "bad_request", "shape [13], expected [14]"),
+    "wrong shape state": (lambda: pack(infer_message(_obs_with(observation__state=_state(shape=(DS - 1,))))),
+                          "bad_request", f"shape [{DS - 1}], expected [{DS}]"),
     "wrong shape image": (lambda: pack(infer_message(_obs_with(observation__images__front=np.zeros(
         (32, 32, 3), np.uint8)))), "bad_request", "shape [32, 32, 3]"),
     "missing key": (lambda: pack(infer_message(_obs_with(observation__images__front=None))),
@@ -90,16 +90,16 @@ CASES: dict[str, tuple[Callable[[], bytes | str], str, str]] = {
     "instruction not a string": (lambda: pack(infer_message(instruction=42)), "bad_request", "'instruction'"),
     "instruction too long": (lambda: pack(infer_message(instruction="x" * 5000)), "bad_request", "exceeds"),
     "obs not a map": (lambda: pack({**infer_message(), "obs": [1, 2]}), "bad_request", "'obs' must be a map"),
-    "plain list instead of array": (lambda: pack(infer_message(_obs_with(observation__state=[0.0] * 14))),
+    "plain list instead of array": (lambda: pack(infer_message(_obs_with(observation__state=[0.0] * DS))),
                                     "bad_request", "expected an array, got list"),
     "forged dtype object": (lambda: _infer_with_state(_forged(dtype="object")), "bad_request", "not allowed"),
     "forged dtype unicode": (lambda: _infer_with_state(_forged(dtype="<U4")), "bad_request", "not allowed"),
     "forged dtype float128": (lambda: _infer_with_state(_forged(dtype="float128")), "bad_request", "not allowed"),
-    "forged data too short": (lambda: _infer_with_state(_forged(data=bytes(55))), "bad_request", "needs 56 bytes"),
-    "forged data too long": (lambda: _infer_with_state(_forged(data=bytes(57))), "bad_request", "needs 56 bytes"),
-    "forged negative shape": (lambda: _infer_with_state(_forged(shape=[-14])), "bad_request", "non-negative"),
-    "forged shape not a list": (lambda: _infer_with_state(_forged(shape="14")), "bad_request", "shape"),
-    "forged data as text": (lambda: _infer_with_state(_forged(data="x" * 56)), "bad_request", "msgpack bin"),
+    "forged data too short": (lambda: _infer_with_state(_forged(data=bytes(4 * DS - 1))), "bad_request", f"needs {4 * DS} bytes"),
+    "forged data too long": (lambda: _infer_with_state(_forged(data=bytes(4 * DS + 1))), "bad_request", f"needs {4 * DS} bytes"),
+    "forged negative shape": (lambda: _infer_with_state(_forged(shape=[-DS])), "bad_request", "non-negative"),
+    "forged shape not a list": (lambda: _infer_with_state(_forged(shape=str(DS))), "bad_request", "shape"),
+    "forged data as text": (lambda: _infer_with_state(_forged(data="x" * (4 * DS))), "bad_request", "msgpack bin"),
     "forged missing field": (lambda: _infer_with_state(_forged(shape=None)), "bad_request", "exactly"),
     "forged extra field": (lambda: _infer_with_state(_forged(order="F")), "bad_request", "exactly"),
     "forged marker not true": (lambda: _infer_with_state(_forged(__ndarray__=1)), "bad_request", "exactly"),

@@ -17,7 +17,7 @@ from sigma_vla.serving.standin import StandInPolicy, standin_factory
 from sigma_vla_client import (PolicyClient, PolicyClientError, PolicyConnectionError, PolicyServerError,
                               PolicyTimeoutError)
 from sigma_vla_client.wire import PROTOCOL_VERSION
-from tests.serving.helpers import IMAGE_SIZE, INSTRUCTION, RawConnection, infer_message, make_obs, server_config
+from tests.serving.helpers import DS, IMAGE_SIZE, INSTRUCTION, RawConnection, infer_message, make_obs, server_config
 
 
 def _healthz(port: int, timeout: float = 5.0) -> tuple[int, str]:
@@ -33,8 +33,8 @@ def test_metadata_first(server):
     with PolicyClient("127.0.0.1", server.port) as client:
         meta = client.metadata
     assert meta["action_dim"] == 4 and meta["chunk"] == 8 and meta["cameras"] == ["front"]
-    assert meta["image_size"] == IMAGE_SIZE and meta["state_dim"] == 14 and meta["fps"] == 10.0
-    assert meta["inputs"] == {"observation.state": {"dtype": "float32", "shape": [14]},
+    assert meta["image_size"] == IMAGE_SIZE and meta["state_dim"] == DS and meta["fps"] == 10.0
+    assert meta["inputs"] == {"observation.state": {"dtype": "float32", "shape": [DS]},
                               "observation.images.front": {"dtype": "uint8", "shape": [64, 64, 3]}}
     assert meta["versions"]["protocol"] == PROTOCOL_VERSION and meta["versions"]["sigma_vla"]
     assert meta["limits"]["max_message_bytes"] == 64 * 1024 and meta["limits"]["max_connections"] == 32

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sigma_vla.sim.record as rec
+from sigma_vla.sim.so101 import STATE_NAMES
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import TEMPLATES_BY_ID, ZONES
 from sigma_vla.sim.record import RecordConfig, episode_seed, plan_instruction, record_dataset
@@ -33,7 +34,8 @@ def test_recorded_dataset_is_consistent(recorded):
     data = pq.read_table(recorded / "data/chunk-000/file-000.parquet")
     eps = pq.read_table(recorded / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
     assert info["total_episodes"] == len(eps) == 2 and info["total_frames"] == len(data)
-    assert info["features"]["observation.state"]["shape"] == [14]
+    state = info["features"]["observation.state"]
+    assert state["shape"] == [len(STATE_NAMES)] and state["names"] == list(STATE_NAMES)
     assert info["features"]["action"]["shape"] == [4] and info["fps"] == 10
     for e in eps:
         assert e["sigma/seed"] == episode_seed(3, e["episode_index"])
@@ -151,7 +153,7 @@ def test_a_pair_is_kept_whole_or_not_at_all(tmp_path, monkeypatch):
 def fake_result(attempt: int, success: bool, n: int = 4) -> rec.EpisodeResult:
     ins = plan_instruction(attempt)
     return rec.EpisodeResult(attempt, attempt, success, n, ins, np.array([0.2, 0.0, 0.02]), np.zeros(2),
-                             np.zeros((n, 14), np.float32), np.zeros((n, 4), np.float32),
+                             np.zeros((n, len(STATE_NAMES)), np.float32), np.zeros((n, 4), np.float32),
                              np.zeros((n, 16, 16, 3), np.uint8))
 
 

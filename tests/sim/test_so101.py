@@ -8,7 +8,8 @@ import pytest
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import ZONES
 from sigma_vla.sim import so101
-from sigma_vla.sim.so101 import MIN_GOAL_DISTANCE, SO101Sim, probe_render, resample_block_xy, reset_goal_xy
+from sigma_vla.sim.so101 import (MIN_GOAL_DISTANCE, STATE_NAMES, SO101Sim, probe_render, resample_block_xy,
+                                  reset_goal_xy)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_goal_is_in_the_zone_and_clear_of_the_block(sim):
         obs = sim.reset(seed=seed, zone=zone)
         assert ZONES[zone].contains(sim.goal_pos[:2])
         assert np.linalg.norm(sim.block_pos[:2] - sim.goal_pos[:2]) >= MIN_GOAL_DISTANCE
-        assert obs.state.shape == (14,) and obs.state.dtype == np.float32
+        assert obs.state.shape == (len(STATE_NAMES),) and obs.state.dtype == np.float32
         assert obs.image.shape == (64, 64, 3) and obs.image.dtype == np.uint8
 
 
@@ -62,6 +63,25 @@ def test_expert_places_the_block(sim):
     goal = sim.goal_pos  # the success test with another goal, asked without moving the goal
     assert sim.would_succeed(goal[:2]) and not sim.would_succeed(goal[:2] + [0.05, 0.0])
     np.testing.assert_array_equal(sim.goal_pos, goal)
+
+
+def test_the_state_shows_the_jaw_closing_while_the_expert_waits(sim):
+    """gripper.pos is the jaw's measured opening: open on the way to the block, closing over the steps after the
+    expert's close command while gripper.cmd stays the same, and held on the block when the expert lifts it."""
+    jaw, cmd = STATE_NAMES.index("gripper.pos"), STATE_NAMES.index("gripper.cmd")
+    sim.reset(seed=3, zone="far_centre")
+    states, phases = [], []
+    for _ in range(40):
+        action = sim.expert_action()
+        phases.append(sim._expert.phase.name)  # the phase that chose this action; the state is after it
+        states.append(sim.step(action).obs.state)
+    assert min(float(s[jaw]) for s, p in zip(states, phases) if p == "DESCEND") > 0.95
+    closing = [s for s, p in zip(states, phases) if p == "CLOSE"]
+    assert len({float(s[cmd]) for s in closing}) == 1  # the command alone cannot tell these steps apart
+    openings = [float(s[jaw]) for s in closing]
+    assert openings[0] > openings[1] > openings[2] and openings[-1] < 0.5  # the jaw closes, then holds the block
+    assert 0.1 < float(states[phases.index("LIFT")][jaw]) < 0.5  # it holds the block, not an empty jaw
+    np.testing.assert_allclose(states[-1][jaw], sim.block_reading().jaw_opening, atol=1e-6)
 
 
 def test_restoring_a_snapshot_replays_the_continuation(sim):

@@ -108,6 +108,10 @@ class SigmaPolicy:
     def batch(self, observation: dict[str, np.ndarray], instruction: str) -> dict[str, Tensor]:
         """A raw observation -> the model's batch of one (normalised state, stacked cameras, text tokens)."""
         state = torch.as_tensor(np.asarray(observation[self.config.state_key], np.float32))[None]  # (1, Ds)
+        if state.shape[-1] != len(self.norm.state_mean):  # e.g. a run recorded before the sim's state grew
+            raise SigmaError(f"the policy was trained on {len(self.norm.state_mean)} state values, the observation "
+                             f"has {state.shape[-1]} (re-record and retrain for this robot's state)",
+                             field=self.config.state_key)
         frames = [torch.as_tensor(np.asarray(observation[k], np.uint8)).permute(2, 0, 1)
                   for k in self.config.camera_keys]  # V x (3, S, S)
         s = self.config.image_size

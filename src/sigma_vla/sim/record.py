@@ -112,7 +112,7 @@ class EpisodeResult:
     instruction: Instruction
     goal_pos: np.ndarray  # (3,)
     block_xy: np.ndarray  # (2,) where the block started
-    state: np.ndarray  # (T, 14) float32
+    state: np.ndarray  # (T, Ds) float32, STATE_NAMES
     action: np.ndarray  # (T, 4) float32
     frames: np.ndarray  # (T, S, S, 3) uint8
 
@@ -196,7 +196,7 @@ def _result(sim: SO101Sim, attempt: int, seed: int, instruction: Instruction, st
     if not success:
         s = sim.image_size
         return EpisodeResult(attempt, seed, False, steps, instruction, sim.goal_pos, start_xy,
-                             np.zeros((0, 14), np.float32), np.zeros((0, 4), np.float32),
+                             np.zeros((0, len(STATE_NAMES)), np.float32), np.zeros((0, 4), np.float32),
                              np.zeros((0, s, s, 3), np.uint8))
     return EpisodeResult(attempt, seed, True, steps, instruction, sim.goal_pos, start_xy,
                          np.stack(trace.states).astype(np.float32), np.stack(trace.actions).astype(np.float32),

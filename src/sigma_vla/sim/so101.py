@@ -5,7 +5,8 @@ Everything else in sigma_vla (recording, closed-loop rollouts) talks to `SO101Si
 is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
 
 - `gym.make(ENV_ID, image_obs=True, random_block_position=True, action_scale=0.025, render_spec=...)`; the
-  observation is {"agent_pos": (14,) float32, "pixels": {"front": (H, W, 3) uint8}}; actions
+  observation is {"agent_pos": (14,) float32, "pixels": {"front": (H, W, 3) uint8}}, to which we append the
+  jaw's measured opening (below); actions
   [dx, dy, dz, grasp] (deltas in [-1, 1] x action_scale metres, grasp absolute: 0 closed, 1 open); 10 Hz;
   300-step time limit.
 - The goal is drawn in `SO101PickPlaceGymEnv.reset` (uniform on x 0.15..0.30, y -0.10..0.10, at least 0.08 m
@@ -51,9 +52,12 @@ ROBOT_TYPE = "so101_sim"
 
 _JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 # agent_pos layout (SO101GymEnv.get_robot_state): 5 joint angles, 5 joint velocities, commanded gripper in
-# [-1 closed, 1 open], gripper-site xyz in world metres.
+# [-1 closed, 1 open], gripper-site xyz in world metres. We append gripper.pos, the jaw's measured opening
+# (0 closed .. 1 open, read from its joint), as a real SO-101 reports its gripper joint: without it the 10 steps
+# the expert waits for the jaw to close look all alike, and a learned base lifted before the jaw held the block
+# (docs/closed_loop.md, "The jaw in the state").
 STATE_NAMES: tuple[str, ...] = (*(f"{j}.pos" for j in _JOINTS), *(f"{j}.vel" for j in _JOINTS),
-                                "gripper.cmd", "ee.x", "ee.y", "ee.z")
+                                "gripper.cmd", "ee.x", "ee.y", "ee.z", "gripper.pos")
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grasp")
 CAMERA = "front"
 # Where the expert aims its grasp, relative to the block centre (metres, world y). Measured with the package's
@@ -81,7 +85,7 @@ _EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's 
 class Observation:
     """What a policy sees: the robot state and the front camera frame."""
 
-    state: np.ndarray  # (14,) float32, STATE_NAMES
+    state: np.ndarray  # (15,) float32, STATE_NAMES
     image: np.ndarray  # (S, S, 3) uint8
 
 
@@ -351,9 +355,9 @@ class SO101Sim:
             u._goal_pos = self._goal_array(np.asarray(goal_xy, np.float64))
         return self._observation(u._compute_observation())
 
-    @staticmethod
-    def _observation(raw: dict) -> Observation:
-        return Observation(np.asarray(raw["agent_pos"], dtype=np.float32).copy(),
+    def _observation(self, raw: dict) -> Observation:
+        state = np.append(np.asarray(raw["agent_pos"], dtype=np.float32), np.float32(self._jaw_opening()))
+        return Observation(state,
                            np.asarray(raw["pixels"][CAMERA], dtype=np.uint8).copy())
 
     # ---- state the rollout code needs ---------------------------------------------------------------------
@@ -374,13 +378,17 @@ class SO101Sim:
 
     def block_reading(self) -> BlockReading:
         """The block and jaw as the env's own success test reads them (pick_place_env._is_success)."""
-        from lerobot_env_so101.gripper import ctrl_to_normalized
-
         u, pos = self._u, self.block_pos
         adr = u._block_dof_adr
-        opening = ctrl_to_normalized(u.data.qpos[u._gripper_qpos_adr], u.model.actuator("gripper").ctrlrange)
         return BlockReading(pos, float(pos[2] - u._z_init), float(np.linalg.norm(u.data.qvel[adr:adr + 3])),
-                            float(np.linalg.norm(self.grasp_pos - pos)), float(opening))
+                            float(np.linalg.norm(self.grasp_pos - pos)), self._jaw_opening())
+
+    def _jaw_opening(self) -> float:
+        """0 closed .. 1 open, read from the gripper joint (the command leads it by a step)."""
+        from lerobot_env_so101.gripper import ctrl_to_normalized
+
+        u = self._u
+        return float(ctrl_to_normalized(u.data.qpos[u._gripper_qpos_adr], u.model.actuator("gripper").ctrlrange))
 
     @property
     def steps(self) -> int:
