@@ -67,7 +67,8 @@ def test_expert_places_the_block(sim):
 
 def test_the_state_shows_the_jaw_closing_while_the_expert_waits(sim):
     """gripper.pos is the jaw's measured opening: open on the way to the block, closing over the steps after the
-    expert's close command while gripper.cmd stays the same, and held on the block when the expert lifts it."""
+    expert's close command while gripper.cmd stays the same, and held on the block when the expert lifts it, which
+    it does once the jaw is still (the package's expert waits a fixed 10 steps)."""
     jaw, cmd = STATE_NAMES.index("gripper.pos"), STATE_NAMES.index("gripper.cmd")
     sim.reset(seed=3, zone="far_centre")
     states, phases = [], []
@@ -80,6 +81,7 @@ def test_the_state_shows_the_jaw_closing_while_the_expert_waits(sim):
     assert len({float(s[cmd]) for s in closing}) == 1  # the command alone cannot tell these steps apart
     openings = [float(s[jaw]) for s in closing]
     assert openings[0] > openings[1] > openings[2] and openings[-1] < 0.5  # the jaw closes, then holds the block
+    assert len(closing) < 10 and abs(openings[-1] - openings[-2]) < 0.005  # it waited for the jaw, not 10 steps
     assert 0.1 < float(states[phases.index("LIFT")][jaw]) < 0.5  # it holds the block, not an empty jaw
     np.testing.assert_allclose(states[-1][jaw], sim.block_reading().jaw_opening, atol=1e-6)
 

@@ -66,6 +66,12 @@ CAMERA = "front"
 # learned imitation that errs by 2 mm one way drops the block; aiming at the window's middle gives it +-1 cm.
 GRASP_AIM_OFFSET = np.array([0.0, -0.010, 0.0])
 _APPROACH_PHASES = ("HOVER", "DESCEND", "CLOSE")
+# The package's expert holds still for a fixed 10 steps after its close command (CLOSE) and 8 after its open
+# command (OPEN), though the jaw stops moving after 4: the steps after that look alike to a policy, which then
+# guessed when to lift and lifted too soon. Ours ends the wait once the jaw is still, which a policy can see in
+# gripper.pos (docs/closed_loop.md, "The jaw in the state").
+_JAW_WAIT_PHASES = ("CLOSE", "OPEN")
+JAW_STILL = 0.05  # rad/s of the gripper joint: still (it moves at about 5 rad/s while closing or opening)
 # The expert's phases that never read the goal: HOVER and DESCEND aim at the block, CLOSE waits, LIFT rises above
 # the grasp point (pick_place.phase_target), and phases only advance, so an `act` that ends in one of them has read
 # no goal. A twin shares the zone episode's steps up to the first `act` that ends elsewhere (sim/record.py).
@@ -250,8 +256,10 @@ class SO101Sim:
                      "_compute_observation", *(f for f in _STEP_FIELDS if f != "_z_init")):
             if not hasattr(self._u, attr):
                 raise SigmaError(_PACKAGE_CHANGED.format(f"env has no {attr!r}"))
+        if not hasattr(self._expert, "_steps_in_phase"):
+            raise SigmaError(_PACKAGE_CHANGED.format("the scripted expert has no '_steps_in_phase'"))
         phases = getattr(type(getattr(self._expert, "phase", None)), "__members__", {})
-        for name in (n for n in (*_GOAL_FREE_PHASES, "TRAVERSE") if n not in phases):
+        for name in (n for n in (*_GOAL_FREE_PHASES, "TRAVERSE", *_JAW_WAIT_PHASES) if n not in phases):
             raise SigmaError(_PACKAGE_CHANGED.format(f"the scripted expert has no phase {name!r}"))
 
     # ---- episode ------------------------------------------------------------------------------------------
@@ -286,11 +294,14 @@ class SO101Sim:
     def expert_action(self) -> np.ndarray:
         """The scripted expert's next action (4,) float32; it keeps phase state, so call it once per step.
         While approaching, the expert aims at the block centre plus GRASP_AIM_OFFSET; once it holds the block it
-        steers the true centre to the goal."""
+        steers the true centre to the goal. It waits for its jaw until the jaw is still (_JAW_WAIT_PHASES)."""
+        expert = self._expert
+        if expert.phase.name in _JAW_WAIT_PHASES and expert._steps_in_phase >= 2 and self._jaw_still():
+            expert._steps_in_phase = 1 << 30  # past any hold: this act moves on to the next phase
         aim = self.block_pos
         if self._expert.phase.name in _APPROACH_PHASES:
             aim = aim + GRASP_AIM_OFFSET
-        return self._expert.act(self._u.ik_point_pos, aim, self.goal_pos)
+        return expert.act(self._u.ik_point_pos, aim, self.goal_pos)
 
     @property
     def expert_read_goal(self) -> bool:
@@ -382,6 +393,10 @@ class SO101Sim:
         adr = u._block_dof_adr
         return BlockReading(pos, float(pos[2] - u._z_init), float(np.linalg.norm(u.data.qvel[adr:adr + 3])),
                             float(np.linalg.norm(self.grasp_pos - pos)), self._jaw_opening())
+
+    def _jaw_still(self) -> bool:
+        u = self._u
+        return abs(float(u.data.qvel[u.model.jnt_dofadr[u.model.joint("gripper").id]])) < JAW_STILL
 
     def _jaw_opening(self) -> float:
         """0 closed .. 1 open, read from the gripper joint (the command leads it by a step)."""
