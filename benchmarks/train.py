@@ -7,7 +7,7 @@ the process peak and the step's own peak above the resident size before the firs
 of the timed steps (the machine may be shared; the median is reported too).
 
 --full-demo also times a whole `sigma train --config demo` run (validation, checkpoints, final model) on synthetic
-shards shaped like the simulator's (docs/architecture.md: 15-dim state, 4-dim action, 1 camera), the < 6 min target.
+shards shaped like the simulator's (docs/architecture.md: 16-dim state, 4-dim action, 1 camera), the < 6 min target.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train.py [--steps 5] [--full-demo] [--threads 2]
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "train.json"
 VARIANTS = [(exp, trainable, hard) for exp in ("tiny", "demo") for trainable in ("lora", "full")
             for hard in (True, False)]
-SIM_DIMS = {"state_dim": 15, "action_dim": 4}  # the SO-101 simulator's STATE_NAMES and [dx, dy, dz, grasp]
+SIM_DIMS = {"state_dim": 16, "action_dim": 4}  # the SO-101 simulator's STATE_NAMES and [dx, dy, dz, grasp]
 
 
 def _rss_mb() -> float:

@@ -82,6 +82,8 @@ def test_the_state_shows_the_jaw_closing_while_the_expert_waits(sim):
     openings = [float(s[jaw]) for s in closing]
     assert openings[0] > openings[1] > openings[2] and openings[-1] < 0.5  # the jaw closes, then holds the block
     assert len(closing) < 10 and abs(openings[-1] - openings[-2]) < 0.005  # it waited for the jaw, not 10 steps
+    speeds = [abs(float(s[STATE_NAMES.index("gripper.vel")])) for s in closing]
+    assert speeds[0] > 1.0 and speeds[-1] < so101.JAW_STILL  # what it waits for is in the state
     assert 0.1 < float(states[phases.index("LIFT")][jaw]) < 0.5  # it holds the block, not an empty jaw
     np.testing.assert_allclose(states[-1][jaw], sim.block_reading().jaw_opening, atol=1e-6)
 

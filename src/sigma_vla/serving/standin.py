@@ -21,14 +21,15 @@ def image_key(camera: str) -> str:
 
 
 class StandInPolicy:
-    """SO-101-shaped by default (the 15 values of sim.so101.STATE_NAMES, actions [dx, dy, dz, grasp], front camera), like `SO101Sim`.
+    """SO-101-shaped by default (the 16 values of sim.so101.STATE_NAMES, actions [dx, dy, dz, grasp], front
+    camera), like `SO101Sim`.
 
     actions[:, 0] = calls since reset x 1e-3 (small, so a simulator can execute it), actions[:, 2] = +0.5 (lift),
     actions[:, 3] = 1 (jaw open). `risk` echoes the request (calls, state[0], mean image value) so a test can
     match every reply to its own request. `model_seconds` simulates a slow model.
     """
 
-    def __init__(self, image_size: int = 64, state_dim: int = 15, action_dim: int = 4, chunk: int = 8,
+    def __init__(self, image_size: int = 64, state_dim: int = 16, action_dim: int = 4, chunk: int = 8,
                  cameras: tuple[str, ...] = ("front",), fps: float = 10.0, horizon: int = 16,
                  model_seconds: float = 0.0):
         self.image_size, self.state_dim, self.action_dim = image_size, state_dim, action_dim

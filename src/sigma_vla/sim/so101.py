@@ -6,7 +6,7 @@ is absorbed here. What we rely on, read from lerobot_env_so101 0.4.0:
 
 - `gym.make(ENV_ID, image_obs=True, random_block_position=True, action_scale=0.025, render_spec=...)`; the
   observation is {"agent_pos": (14,) float32, "pixels": {"front": (H, W, 3) uint8}}, to which we append the
-  jaw's measured opening (below); actions
+  jaw's measured opening and velocity (STATE_NAMES); actions
   [dx, dy, dz, grasp] (deltas in [-1, 1] x action_scale metres, grasp absolute: 0 closed, 1 open); 10 Hz;
   300-step time limit.
 - The goal is drawn in `SO101PickPlaceGymEnv.reset` (uniform on x 0.15..0.30, y -0.10..0.10, at least 0.08 m
@@ -52,12 +52,12 @@ ROBOT_TYPE = "so101_sim"
 
 _JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 # agent_pos layout (SO101GymEnv.get_robot_state): 5 joint angles, 5 joint velocities, commanded gripper in
-# [-1 closed, 1 open], gripper-site xyz in world metres. We append gripper.pos, the jaw's measured opening
-# (0 closed .. 1 open, read from its joint), as a real SO-101 reports its gripper joint: without it the 10 steps
-# the expert waits for the jaw to close look all alike, and a learned base lifted before the jaw held the block
-# (docs/closed_loop.md, "The jaw in the state").
+# [-1 closed, 1 open], gripper-site xyz in world metres. We append the jaw's joint as the package gives the arm's:
+# gripper.pos, its measured opening (0 closed .. 1 open), and gripper.vel (rad/s), as a real SO-101 reports its
+# gripper joint. Without them the steps the expert waits for its jaw look all alike, and a learned base lifted
+# before the jaw held the block (docs/closed_loop.md, "The jaw in the state").
 STATE_NAMES: tuple[str, ...] = (*(f"{j}.pos" for j in _JOINTS), *(f"{j}.vel" for j in _JOINTS),
-                                "gripper.cmd", "ee.x", "ee.y", "ee.z", "gripper.pos")
+                                "gripper.cmd", "ee.x", "ee.y", "ee.z", "gripper.pos", "gripper.vel")
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grasp")
 CAMERA = "front"
 # Where the expert aims its grasp, relative to the block centre (metres, world y). Measured with the package's
@@ -69,7 +69,7 @@ _APPROACH_PHASES = ("HOVER", "DESCEND", "CLOSE")
 # The package's expert holds still for a fixed 10 steps after its close command (CLOSE) and 8 after its open
 # command (OPEN), though the jaw stops moving after 4: the steps after that look alike to a policy, which then
 # guessed when to lift and lifted too soon. Ours ends the wait once the jaw is still, which a policy can see in
-# gripper.pos (docs/closed_loop.md, "The jaw in the state").
+# gripper.vel (docs/closed_loop.md, "The jaw in the state").
 _JAW_WAIT_PHASES = ("CLOSE", "OPEN")
 JAW_STILL = 0.05  # rad/s of the gripper joint: still (it moves at about 5 rad/s while closing or opening)
 # The expert's phases that never read the goal: HOVER and DESCEND aim at the block, CLOSE waits, LIFT rises above
@@ -91,7 +91,7 @@ _EGL_HINT = ("install EGL (Debian: apt-get install libegl1 libegl-mesa0; Mesa's 
 class Observation:
     """What a policy sees: the robot state and the front camera frame."""
 
-    state: np.ndarray  # (15,) float32, STATE_NAMES
+    state: np.ndarray  # (16,) float32, STATE_NAMES
     image: np.ndarray  # (S, S, 3) uint8
 
 
@@ -367,7 +367,8 @@ class SO101Sim:
         return self._observation(u._compute_observation())
 
     def _observation(self, raw: dict) -> Observation:
-        state = np.append(np.asarray(raw["agent_pos"], dtype=np.float32), np.float32(self._jaw_opening()))
+        jaw = np.array([self._jaw_opening(), self._jaw_velocity()], np.float32)
+        state = np.concatenate([np.asarray(raw["agent_pos"], dtype=np.float32), jaw])
         return Observation(state,
                            np.asarray(raw["pixels"][CAMERA], dtype=np.uint8).copy())
 
@@ -395,8 +396,12 @@ class SO101Sim:
                             float(np.linalg.norm(self.grasp_pos - pos)), self._jaw_opening())
 
     def _jaw_still(self) -> bool:
+        return abs(self._jaw_velocity()) < JAW_STILL
+
+    def _jaw_velocity(self) -> float:
+        """rad/s of the gripper joint (negative while closing)."""
         u = self._u
-        return abs(float(u.data.qvel[u.model.jnt_dofadr[u.model.joint("gripper").id]])) < JAW_STILL
+        return float(u.data.qvel[u.model.jnt_dofadr[u.model.joint("gripper").id]])
 
     def _jaw_opening(self) -> float:
         """0 closed .. 1 open, read from the gripper joint (the command leads it by a step)."""
