@@ -296,10 +296,11 @@ class SO101Sim:
         While approaching, the expert aims at the block centre plus GRASP_AIM_OFFSET; once it holds the block it
         steers the true centre to the goal. It waits for its jaw until the jaw is still (_JAW_WAIT_PHASES)."""
         expert = self._expert
+        # From the wait's second step on (by then the jaw has started to move), a still jaw ends the wait.
         if expert.phase.name in _JAW_WAIT_PHASES and expert._steps_in_phase >= 2 and self._jaw_still():
             expert._steps_in_phase = 1 << 30  # past any hold: this act moves on to the next phase
         aim = self.block_pos
-        if self._expert.phase.name in _APPROACH_PHASES:
+        if expert.phase.name in _APPROACH_PHASES:
             aim = aim + GRASP_AIM_OFFSET
         return expert.act(self._u.ik_point_pos, aim, self.goal_pos)
 
