@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sigma_vla.evaluation.rollout import plan_episodes, wilson_interval
+from sigma_vla.evaluation.rollout import PlacementTracker, plan_episodes, wilson_interval
 from sigma_vla.inference.policy import load_policy
 from sigma_vla.outdir import atomic_write_text
 from sigma_vla.sim.so101 import GRASP_AIM_OFFSET, SO101Sim
 
 RISE = 0.005  # metres above the close height that count as lifting the arm
 JAW_STEPS = 3  # steps the jaw takes to close on the block after the command (tests/sim/test_so101.py)
-LIFTED = 0.03  # metres the block must rise (evaluation.rollout)
 
 
 @dataclass
@@ -43,7 +42,7 @@ class GraspTiming:
 def run_episode(sim: SO101Sim, policy, spec, hold: int, max_steps: int) -> GraspTiming:
     obs = sim.reset(seed=spec.sim_seed, zone=spec.zone)
     policy.reset()
-    z_block = sim.block_pos[2]
+    track = PlacementTracker(spec.zone)  # the rollout's own "lifted" rule
     close, offset, wait, z_close = None, None, None, 0.0
     for t in range(max_steps):
         action = policy.select_action({"observation.state": obs.state, "observation.images.front": obs.image},
@@ -56,9 +55,10 @@ def run_episode(sim: SO101Sim, policy, spec, hold: int, max_steps: int) -> Grasp
         if close is not None and wait is None and sim.grasp_pos[2] > z_close + RISE:
             wait = t - close
         obs = sim.step(action).obs
-        if sim.block_pos[2] - z_block > LIFTED:
-            return GraspTiming(spec.index, True, close, offset, wait)
-    return GraspTiming(spec.index, False, close, offset, wait)
+        track.update(sim.block_reading())
+        if track.lifted:
+            break
+    return GraspTiming(spec.index, track.lifted, close, offset, wait)
 
 
 def main() -> None:

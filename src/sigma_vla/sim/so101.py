@@ -297,7 +297,8 @@ class SO101Sim:
         steers the true centre to the goal. It waits for its jaw until the jaw is still (_JAW_WAIT_PHASES)."""
         expert = self._expert
         # From the wait's second step on (by then the jaw has started to move), a still jaw ends the wait.
-        if expert.phase.name in _JAW_WAIT_PHASES and expert._steps_in_phase >= 2 and self._jaw_still():
+        waiting = expert.phase.name in _JAW_WAIT_PHASES and expert._steps_in_phase >= 2
+        if waiting and abs(self._jaw_velocity()) < JAW_STILL:
             expert._steps_in_phase = 1 << 30  # past any hold: this act moves on to the next phase
         aim = self.block_pos
         if expert.phase.name in _APPROACH_PHASES:
@@ -395,9 +396,6 @@ class SO101Sim:
         adr = u._block_dof_adr
         return BlockReading(pos, float(pos[2] - u._z_init), float(np.linalg.norm(u.data.qvel[adr:adr + 3])),
                             float(np.linalg.norm(self.grasp_pos - pos)), self._jaw_opening())
-
-    def _jaw_still(self) -> bool:
-        return abs(self._jaw_velocity()) < JAW_STILL
 
     def _jaw_velocity(self) -> float:
         """rad/s of the gripper joint (negative while closing)."""
