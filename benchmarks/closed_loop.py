@@ -21,7 +21,7 @@ import platform
 import time
 from pathlib import Path
 
-from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
+from sigma_vla.evaluation.rollout import TEMPORAL_ENSEMBLE, RolloutJob, format_summary, plan_episodes, run_rollouts
 from sigma_vla.outdir import atomic_write_text
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=120)
     ap.add_argument("--replan-every", type=int, default=1)
-    ap.add_argument("--ensemble", type=float, default=0.0, help="temporal ensembling weight k (0: off)")
+    ap.add_argument("--ensemble", type=float, default=TEMPORAL_ENSEMBLE, help="temporal ensembling weight k (0: off)")
     ap.add_argument("--image-size", type=int, default=None, help="default: the policy's training image size")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "closed_loop.json")
     args = ap.parse_args()

@@ -14,7 +14,7 @@ import torch
 
 from sigma_vla.data.prep import PrepConfig, run_prep
 from sigma_vla.data.shards import ShardDataset
-from sigma_vla.evaluation.rollout import RolloutJob, plan_episodes, run_rollouts
+from sigma_vla.evaluation.rollout import TEMPORAL_ENSEMBLE, RolloutJob, plan_episodes, run_rollouts
 from sigma_vla.inference.policy import load_policy
 from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
@@ -89,7 +89,9 @@ def test_rollout_cli_with_the_users_own_words(trained, tmp_path, capsys):
     code, out, err = run_cli(["rollout", base_dir, "--policy", "base", "--instructions", lines, "--episodes", "2",
                               "--max-steps", "3", "--animations", "0", "--out", tmp_path / "ro"], capsys)
     assert code == 0, err
-    detail = json.loads((tmp_path / "ro" / "rollouts.json").read_text())["episodes_detail"]
+    summary = json.loads((tmp_path / "ro" / "rollouts.json").read_text())
+    assert summary["temporal_ensemble"] == TEMPORAL_ENSEMBLE and summary["n_action_steps"] == 1  # the defaults
+    detail = summary["episodes_detail"]
     assert [(d["zone"], d["instruction"], d["kind"]) for d in detail] == [
         ("far_left", "over there, far on the left", "user"), ("near_right", "by you, on the right", "implicit")]
 

@@ -117,7 +117,7 @@ def test_pi05_language_model_as_sigmas_backbone(pi05, tmp_path, capsys):
     backbone = json.loads((run / "model" / "config.json").read_text())["config"]["backbone"]
     assert (backbone["kind"], backbone["hidden_size"], backbone["num_layers"]) == ("lerobot", 1024, 18)
     report = json.loads((run / "param_report.json").read_text())
-    assert set(report["groups"]) == {"lora", "heads"}  # nothing of the Gemma itself trains
+    assert set(report["groups"]) == {"lora", "residual", "heads"}  # nothing of the Gemma itself trains
     rank, width, layers = backbone["lora_rank"], 1024, 18  # q, k, v, o of every layer: r x (in + out) each
     assert report["groups"]["lora"]["tensors"] == 2 * 4 * layers and report["groups"]["lora"]["params"] > rank * width
     assert (run / "model" / "model.safetensors").stat().st_size < 200 * 2**20  # LoRA + heads, not the Gemma

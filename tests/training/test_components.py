@@ -98,3 +98,23 @@ def test_model_config_takes_data_dims_from_meta():
     with pytest.raises(SigmaError, match="unknown experiment"):
         get_experiment("nope")
     assert set(EXPERIMENTS) == {"tiny", "demo", "pi05"}
+
+
+def test_the_residual_head_learns_at_its_own_rate_through_the_schedule():
+    from sigma_vla.models import SigmaConfig, SigmaModel
+    from sigma_vla.training.optim import build_optimizer, build_scheduler
+    from sigma_vla.training.tasks import SigmaTask
+
+    cfg = TrainConfig(steps=10, lr=1e-3, residual_lr_scale=4.0, warmup_steps=2)
+    groups = SigmaTask(SigmaModel(SigmaConfig.tiny()), cfg, transform=None).param_groups("lora")
+    assert {n.split(".")[1] for n, _ in groups["residual"]} == {"residual_head", "tau_high"}
+    assert not any("residual_head" in n or "tau_high" in n for n, _ in groups["heads"])
+    opt = build_optimizer(groups, cfg)
+    sched = build_scheduler(opt, cfg)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+        lr = {g["name"]: g["lr"] for g in opt.param_groups}
+        assert lr["residual"] == pytest.approx(4 * lr["heads"]) and lr["heads"] == pytest.approx(lr["lora"])
+    with pytest.raises(ConfigError, match="residual_lr_scale"):
+        TrainConfig(residual_lr_scale=0.0)

@@ -43,13 +43,15 @@ def rollout(
     image_size: int = typer.Option(None, help="Camera side (default: the run's training image size)."),
     max_steps: int = typer.Option(120, help="Step limit per episode (the expert needs at most about 105)."),
     replan_every: int = typer.Option(1, "--replan-every", help="Actions executed from each chunk before re-planning."),
-    ensemble: float = typer.Option(0.0, "--ensemble",
-                                   help="Temporal ensembling weight k (ACT; re-plans every step); 0 = off."),
+    ensemble: float = typer.Option(None, "--ensemble", show_default=False,
+                                   help="Temporal ensembling weight k (ACT's; re-plans every step) [default: 0.01]; "
+                                        "0 = off: execute --replan-every actions of each plan."),
     workers: int = typer.Option(1, "--workers", help="Episodes in parallel processes (results identical for any W)."),
     animations: int = typer.Option(2, help="Episodes saved as GIF."),
 ) -> None:
     """Run the policy in the SO-101 simulator on held-out seeds and instruction templates (or your own words)."""
-    from sigma_vla.evaluation.rollout import RolloutJob, format_summary, plan_episodes, run_rollouts
+    from sigma_vla.evaluation.rollout import (TEMPORAL_ENSEMBLE, RolloutJob, format_summary, plan_episodes,
+                                              run_rollouts)
     from sigma_vla.inference.policy import MODES, load_policy
     from sigma_vla.sim.instructions import read_instructions, user_instruction
     from sigma_vla.sim.so101 import require_simulator
@@ -63,6 +65,7 @@ def rollout(
                         ("--max-steps", max_steps)):
         if value < 1:
             raise SigmaError(f"must be >= 1, got {value}", field=name)
+    ensemble = TEMPORAL_ENSEMBLE if ensemble is None else ensemble
     if ensemble < 0:
         raise SigmaError(f"must be >= 0, got {ensemble}", field="--ensemble")
     if (instruction is None) != (zone is None):

@@ -82,6 +82,10 @@ class TrainConfig:
     warmup_steps: int = 10
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
+    # The telepathy residual head (g and tau_high: SigmaTask's "residual" group) learns at this multiple of lr. The
+    # paper has one rate; at the demo's 800 steps the carry correction grew too slowly (a third of what the words
+    # ask for) and 4 placed more blocks in the instructed zone (docs/closed_loop.md, "A faster residual head").
+    residual_lr_scale: float = 1.0
     grad_clip: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     trainable: Literal["lora", "full"] = "lora"  # "full" unfreezes the backbone too (benchmarks only)
@@ -108,8 +112,9 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "val_every", "val_batches", "keep_last", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train {name} must be >= 0, got {getattr(self, name)}", field=name)
-        if not 0 < self.lr < float("inf"):  # NaN fails this too
-            raise ConfigError(f"train lr must be > 0 and finite, got {self.lr}", field="lr")
+        for name in ("lr", "residual_lr_scale"):
+            if not 0 < getattr(self, name) < float("inf"):  # NaN fails this too
+                raise ConfigError(f"train {name} must be > 0 and finite, got {getattr(self, name)}", field=name)
         if self.seed < 0:  # numpy's generators refuse negative seeds, and a seed is a count of runs anyway
             raise ConfigError(f"train seed must be >= 0, got {self.seed}", field="seed")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -28,10 +28,13 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def build_optimizer(groups: dict[str, list[tuple[str, nn.Parameter]]], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with one parameter group per named group (e.g. "lora", "heads"); empty groups are left out.
+    """AdamW with one parameter group per named group (e.g. "lora", "heads"); empty groups are left out. The
+    "residual" group runs at lr x config.residual_lr_scale (the scheduler scales every group alike).
 
     foreach=False keeps the per-parameter update order fixed, so resumed and straight runs agree bit for bit."""
-    param_groups = [{"params": [p for _, p in named], "name": name} for name, named in groups.items() if named]
+    param_groups = [{"params": [p for _, p in named], "name": name,
+                     "lr": config.lr * (config.residual_lr_scale if name == "residual" else 1.0)}
+                    for name, named in groups.items() if named]
     if not param_groups:
         raise ValueError("nothing to train: every parameter group is empty")
     return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay, foreach=False)

@@ -30,6 +30,8 @@ from sigma_vla.training import losses
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.curriculum import curriculum_weights
 
+RESIDUAL_PREFIXES = ("action.residual_head.", "action.tau_high.")  # g and tau_high (models/action.py)
+
 
 class ModelFiles:
     """Model files of a task (a model directory of models/checkpoint.py), shared by both tasks: `kind` names the
@@ -55,14 +57,17 @@ class SigmaTask(ModelFiles):
         self.memory: dict[int, Tensor] = {}  # episode_index -> (D,) detached m_t
 
     def param_groups(self, trainable: str) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """"lora" (backbone adapters) and "heads" (everything outside the backbone); "full" adds the backbone.
-        Also sets requires_grad, so nothing outside the groups gets a gradient."""
+        """"lora" (backbone adapters), "residual" (the telepathy residual head: TrainConfig.residual_lr_scale) and
+        "heads" (everything else outside the backbone); "full" adds the backbone. Also sets requires_grad, so
+        nothing outside the groups gets a gradient."""
         named = dict(self.model.named_parameters())
         lora = {id(p) for p in self.model.lora_parameters()}
-        groups: dict[str, list] = {"lora": [], "heads": [], "backbone": []}
+        groups: dict[str, list] = {"lora": [], "residual": [], "heads": [], "backbone": []}
         for name, p in named.items():
             if id(p) in lora:
                 groups["lora"].append((name, p))
+            elif name.startswith(RESIDUAL_PREFIXES):
+                groups["residual"].append((name, p))
             elif not name.startswith("backbone."):
                 groups["heads"].append((name, p))
             elif trainable == "full" and p.is_floating_point():
