@@ -9,7 +9,7 @@ import torch
 from dataclasses import replace
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy, ensemble_action
+from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy
 from sigma_vla.models import SigmaConfig, SigmaModel
 from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
 from sigma_vla.models.text import TextTokenizer
@@ -53,13 +53,6 @@ def test_queue_replans_every_n_steps_and_memory_advances():
     assert policy.memory is None and not policy.queue
 
 
-def test_ensemble_weights_older_chunks_more_and_k_zero_limit_is_the_mean():
-    old, new = np.array([[1.0, 0.0], [9.0, 9.0]]), np.array([[3.0, 2.0]])  # rows 0: this step's actions
-    np.testing.assert_allclose(ensemble_action([old, new], 1e-9), [2.0, 1.0])
-    w = np.exp(-1.0)  # k = 1: the newer chunk weighs e^-1 of the older
-    np.testing.assert_allclose(ensemble_action([old, new], 1.0), [(1 + 3 * w) / (1 + w), 2 * w / (1 + w)], rtol=1e-6)
-
-
 def test_temporal_ensemble_replans_every_step_and_blends_overlapping_chunks():
     policy = make_policy(mode="base")
     policy.config = replace(policy.config, temporal_ensemble=0.5)
@@ -73,9 +66,9 @@ def test_temporal_ensemble_replans_every_step_and_blends_overlapping_chunks():
     np.testing.assert_allclose(a1, (first[1] + w * second[0]) / (1 + w), rtol=1e-5)
     for i in range(6):
         policy.select_action(obs(i + 2), "x")
-    assert len(policy.chunks) == 3  # chunk length 4: at most 4 chunks cover a step, minus the one just used up
+    assert len(policy.ensemble.chunks) == 3  # chunk length 4: at most 4 chunks cover a step, minus the one just used up
     policy.reset()
-    assert not policy.chunks
+    assert not policy.ensemble.chunks
 
 
 def test_base_mode_returns_the_base_chunk_in_raw_units():

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sigma_vla_client.ensemble import TemporalEnsemble
 from torch import Tensor
 
 from sigma_vla.errors import ConfigError, SigmaError
@@ -79,7 +80,7 @@ class SigmaPolicy:
         self.chunk_len = model.config.chunk if model is not None else base.horizon
         self.info = info or {}  # fps, state_dim, ... for metadata()
         self.queue: deque[np.ndarray] = deque()
-        self.chunks: deque[np.ndarray] = deque()  # temporal ensembling: each chunk's rows from this step on
+        self.ensemble = TemporalEnsemble()  # used when config.temporal_ensemble > 0 (its k is set per call)
         self.memory: Tensor | None = None  # m_{t-1}, this policy's own (paper 3.2)
         self.last_plan: Plan | None = None
 
@@ -89,16 +90,14 @@ class SigmaPolicy:
         self.memory = None
         self.base.reset()
         self.queue.clear()
-        self.chunks.clear()
+        self.ensemble.reset()
         self.last_plan = None
 
     def select_action(self, observation: dict[str, np.ndarray], instruction: str) -> np.ndarray:
         """The next action (Da,) in raw units; re-plans when the queue is empty (every step when ensembling)."""
         if self.config.temporal_ensemble > 0:
-            self.chunks.append(self.plan(observation, instruction).actions)
-            action = ensemble_action(list(self.chunks), self.config.temporal_ensemble)
-            self.chunks = deque(c[1:] for c in self.chunks if len(c) > 1)
-            return action
+            self.ensemble.k = self.config.temporal_ensemble
+            return self.ensemble(self.plan(observation, instruction).actions)
         if not self.queue:
             plan = self.plan(observation, instruction)
             self.queue.extend(plan.actions[: self.config.n_action_steps])
@@ -162,13 +161,6 @@ class SigmaPolicy:
         plan = self.plan(obs, instruction)
         return {"actions": plan.actions, "adapter_scale": plan.adapter_scale, "risk": plan.risk,
                 "tau_norm": plan.tau_norm, "nonfinite": plan.nonfinite}
-
-
-def ensemble_action(chunks: list[np.ndarray], k: float) -> np.ndarray:
-    """ACT's temporal ensemble: chunks oldest first, each (C_i, Da) with row 0 this step's action -> (Da,)."""
-    w = np.exp(-k * np.arange(len(chunks)))  # (n,)
-    rows = np.stack([c[0] for c in chunks])  # (n, Da)
-    return ((w[:, None] * rows).sum(axis=0) / w.sum()).astype(np.float32)
 
 
 # ---- loading a policy from a run directory -----------------------------------------------------------------------
