@@ -141,3 +141,18 @@ def test_extend_steps_keeps_the_schedule_it_was_planned_with(tmp_path):
     assert lrs[10:] == pytest.approx([1e-2 * 0.1] * 4)  # the extra steps run at the cosine's floor
     saved = json.loads((tmp_path / "b/train_config.json").read_text())
     assert saved["steps"] == 14 and saved["schedule_steps"] == 10
+
+
+class _SplitHeads(ToyTask):
+    """A newer version's grouping of the same model (as when the residual head got its own group)."""
+
+    def param_groups(self, trainable):
+        heads = ToyTask.param_groups(self, trainable)["heads"]
+        return {"heads": heads[:1], "residual": heads[1:]}
+
+
+def test_a_checkpoint_with_other_parameter_groups_is_refused_in_one_line(tmp_path):
+    train(ToyTask(), toy_data(), None, CFG.replace(steps=10), tmp_path, progress=False, stop_after=5)
+    with pytest.raises(SigmaError, match=r"optimizer\.json.*does not fit this version's parameter groups"):
+        train(_SplitHeads(), toy_data(), None, CFG.replace(steps=10), tmp_path, resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000005"]  # nothing lost

@@ -287,7 +287,11 @@ def _restore(task, acc, optimizer, scheduler, directory: Path, config: TrainConf
     """Load model, optimizer, scheduler, this rank's RNG and the data position from a complete checkpoint."""
     trainer_state = ckpt.read_json(directory / "trainer_state.json")
     task.load_model(acc.unwrap_model(task.model), directory)
-    optimizer.load_state_dict(ckpt.load_state(directory, "optimizer"))
+    try:
+        optimizer.load_state_dict(ckpt.load_state(directory, "optimizer"))
+    except ValueError as err:  # e.g. a run from before the residual head had its own group (residual_lr_scale)
+        raise SigmaError(f"the saved optimizer does not fit this version's parameter groups ({err}); start a new "
+                         "run", file=str(directory / "optimizer.json")) from err
     scheduler.load_state_dict(ckpt.read_json(directory / "scheduler.json"))
     if acc.scaler is not None and (directory / "grad_scaler.json").exists():
         acc.scaler.load_state_dict(ckpt.load_state(directory, "grad_scaler"))
