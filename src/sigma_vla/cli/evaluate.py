@@ -44,7 +44,7 @@ def rollout(
     max_steps: int = typer.Option(120, help="Step limit per episode (the expert needs at most about 105)."),
     replan_every: int = typer.Option(1, "--replan-every", help="Actions executed from each chunk before re-planning."),
     ensemble: float = typer.Option(None, "--ensemble", show_default=False,
-                                   help="Temporal ensembling weight k (ACT's; re-plans every step) [default: 0.01]; "
+                                   help="Temporal ensembling weight k (ACT's; re-plans every step), 0.01 by default; "
                                         "0 = off: execute --replan-every actions of each plan."),
     workers: int = typer.Option(1, "--workers", help="Episodes in parallel processes (results identical for any W)."),
     animations: int = typer.Option(2, help="Episodes saved as GIF."),
