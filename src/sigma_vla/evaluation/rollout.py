@@ -35,12 +35,9 @@ GRASP_RISE, LIFT_RISE, REST_RISE = 0.01, 0.03, 0.005  # metres above the block's
 GRASP_REACH = 0.03  # metres: block centre to grasp point while grasped
 REST_SPEED, JAW_OPEN = 0.01, 0.5  # the env's own place test (pick_place_env._PLACE_MAX_BLOCK_SPEED, _OPEN_FRACTION)
 PLACE_SETTLE_STEPS = 2
-# ACT's temporal ensembling weight (PolicyConfig.temporal_ensemble), the rollouts' default: the base re-plans every
-# step and executes the exp(-k i)-weighted mean of every queued chunk's action for this step. Averaging in the
-# older plans, made when the jaw had just been told to close, keeps the arm from rising before the jaw holds the
-# block: the demo's base lifted 90% of 50 held-out blocks at k = 0.01 against 68% executing each plan's first
-# action (docs/closed_loop.md, "Temporal ensembling").
-TEMPORAL_ENSEMBLE = DEFAULT_K  # 0.01: the client's TemporalEnsemble default too, so a robot runs what was measured
+# The rollouts' default PolicyConfig.temporal_ensemble: ACT's k = 0.01, the client's TemporalEnsemble default too,
+# so a robot runs what was measured (why: sigma_vla_client/ensemble.py; docs/closed_loop.md, "Temporal ensembling").
+TEMPORAL_ENSEMBLE = DEFAULT_K
 RATES = ("grasped", "lifted", "placed", "placed_in_zone", "success")
 
 
