@@ -116,6 +116,17 @@ def test_a_base_that_does_not_match_its_fingerprint_is_refused(trained, tmp_path
     assert "base.fingerprint" in err.value.one_line() and "policy.json" in err.value.one_line()
 
 
+def test_a_base_alone_plans_what_it_plans_as_a_runs_base_mode(trained):
+    """The same base executes the same plans (the run's chunk C, not its own horizon) from its directory and as the
+    `--policy base` of a Sigma run over it, so the two closed-loop rows of one base cannot disagree."""
+    alone, in_run = load_policy(trained / "base", "base"), load_policy(trained / "run", "base")
+    chunk = json.loads((trained / "run" / "policy.json").read_text())["chunk"]
+    assert chunk < alone.base.horizon  # the case that differed: a plan longer than the chunk
+    for a, b in zip(_actions(alone), _actions(in_run)):
+        assert a.shape[0] == chunk
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(tmp_path, capsys):
     trained = _train_all(tmp_path / "origin")  # its own: everything under it is deleted below
     run, ft, base = trained / "run", trained / "ft", trained / "base"

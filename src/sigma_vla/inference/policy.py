@@ -77,8 +77,10 @@ class SigmaPolicy:
                  info: dict | None = None):
         self.model, self.base, self.norm, self.tokenizer = model, base, normalizer, tokenizer
         self.config = config or PolicyConfig()
-        self.chunk_len = model.config.chunk if model is not None else base.horizon
-        self.info = info or {}  # fps, state_dim, ... for metadata()
+        self.info = info or {}  # fps, state_dim, chunk, ... for metadata()
+        # A plan is the chunk C of the run's policy.json whatever the policy, so the same base executes the same
+        # plans alone and as a Sigma run's base mode (its own horizon T only when nothing says C).
+        self.chunk_len = model.config.chunk if model is not None else int(self.info.get("chunk", base.horizon))
         self.queue: deque[np.ndarray] = deque()
         self.ensemble = TemporalEnsemble()  # used when config.temporal_ensemble > 0 (its k is set per call)
         self.memory: Tensor | None = None  # m_{t-1}, this policy's own (paper 3.2)
@@ -254,7 +256,7 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
 def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:
     """The PolicyConfig (cameras and image side from the run's policy spec, plus `options`) and the metadata info."""
     config = PolicyConfig(camera_keys=list(spec["cameras"]), image_size=int(spec["image_size"]), **options)
-    return config, {"fps": float(spec["fps"]), "state_dim": int(spec["state_dim"])}
+    return config, {"fps": float(spec["fps"]), "state_dim": int(spec["state_dim"]), "chunk": int(spec["chunk"])}
 
 
 def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
