@@ -97,6 +97,9 @@ def test_cli_bad_input_is_one_line(tmp_path, shards, monkeypatch, capsys):
     code, _, err = _cli(monkeypatch, capsys, "train", shards, "--out", tmp_path / "run", "--config", "tiny",
                         "--lr", "-1")
     assert code == 2 and "lr must be > 0" in err and err.count("\n") == 1
+    code, _, err = _cli(monkeypatch, capsys, "train", shards, "--out", tmp_path / "run", "--config", "tiny",
+                        "--residual-lr-scale", "0")
+    assert code == 2 and "residual_lr_scale must be > 0" in err and err.count("\n") == 1
     code, _, err = _cli(monkeypatch, capsys, "plot-losses", tmp_path / "empty")
     assert code == 2 and "train_log.csv" in err
 

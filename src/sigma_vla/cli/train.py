@@ -23,6 +23,9 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size", help="Samples per process and micro-batch."),
     grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate."),
+    residual_lr_scale: float = typer.Option(None, "--residual-lr-scale",
+                                            help="Sigma's telepathy residual head learns at lr x this "
+                                                 "(the demo experiment: 8)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
     seed: int = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
@@ -66,7 +69,7 @@ def train(
     if extend_steps and not (resume and steps is not None):
         raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
     overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-                 "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
+                 "residual_lr_scale": residual_lr_scale, "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
     if backbone is not None and not backbone.startswith("lerobot:"):
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:

@@ -27,7 +27,7 @@ FREE = ("checkpoint_every", "keep_last", "val_every", "val_batches", "log_every"
         "find_unused_parameters", "schedule_steps")
 # How the CLI spells a setting (the error names what the user typed).
 OPTION = {"steps": "--steps", "lr": "--lr", "batch_size": "--batch-size", "grad_accum": "--grad-accum",
-          "mixed_precision": "--mixed-precision", "seed": "--seed"}
+          "mixed_precision": "--mixed-precision", "seed": "--seed", "residual_lr_scale": "--residual-lr-scale"}
 
 
 def _say(message: str) -> None:
