@@ -31,7 +31,7 @@ class DemoPlan:
 # Held-out-template episodes (a quarter) always go to test, and their twins to no split.
 SPLIT = "train:0.9,val:0.05,test:0.05"
 BASE_SPLIT = "base"
-FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=2000, sigma_steps=800, rollout_episodes=20, rollout_max_steps=120)
+FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=4000, sigma_steps=1200, rollout_episodes=20, rollout_max_steps=120)
 QUICK = DemoPlan(14, 64, 2, SPLIT, base_steps=100, sigma_steps=30, rollout_episodes=1, rollout_max_steps=40)
 
 

@@ -25,7 +25,7 @@ def train(
     lr: float = typer.Option(None, "--lr", help="Peak learning rate."),
     residual_lr_scale: float = typer.Option(None, "--residual-lr-scale",
                                             help="Sigma's telepathy residual head learns at lr x this "
-                                                 "(the demo experiment: 8)."),
+                                                 "(the demo experiment: 4)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
     seed: int = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),

@@ -2,7 +2,7 @@
 
 - "tiny": tests. Random 2-layer BERT backbone (SigmaConfig.tiny), seconds on a CPU.
 - "demo": the embedded default. Pretrained MiniLM backbone with LoRA r = 16 on q/k/v/o (paper 4.2), sized to finish
-  in about 7 minutes on a 2-core CPU (benchmarks/train.py measures it).
+  in about 8 minutes on a 2-core CPU (benchmarks/train.py measures the step).
 - "pi05": documented for GPUs. pi0.5-shaped backbone (SigmaConfig.pi05_like: d_model 2048, 18 layers, 3 cameras,
   chunk 50), bf16, gradient accumulation; launch with `accelerate launch --num_processes N ... train --config pi05`.
   The randomly initialised Gemma-shaped backbone is a stand-in: plug a real PaliGemma in through models.Backbone.
@@ -44,13 +44,15 @@ EXPERIMENTS: dict[str, Experiment] = {
                     val_batches=2),
     ),
     "demo": Experiment(
-        "demo", "embedded default: MiniLM + LoRA r=16, about 7 min on a 2-core CPU", "embedded",
-        # 800 steps x 16 samples at about 0.5 s a step on 2 cores (benchmarks/results/train.json). The residual
+        "demo", "embedded default: MiniLM + LoRA r=16, about 8 min on a 2-core CPU", "embedded",
+        # 1200 steps x 16 samples at about 0.4 s a step on 2 quiet cores: the demo's Sigma stage, about 8 minutes
+        # (docs/closed_loop.md, "A quiet machine": 800, 1200 and 1600 steps, and the residual head at 4, 8 and
+        # 16 x lr, where two seeds at 8 x differed by more than the rates did). The residual
         # floor weighs windows by the correction they ask for: without it Sigma's carry corrections leaked into
         # the approach (+69% chunk error before the grasp after 1200 steps) and cost the grasp; with it +5%
         # (docs/closed_loop.md, "Paired twins"). lr 2e-3 learned less than 5e-4 (same page), but the residual head
         # alone at 4 x 5e-4 placed more blocks in the instructed zone ("A faster residual head").
-        TrainConfig(steps=800, batch_size=16, lr=5e-4, residual_lr_scale=4.0, warmup_steps=15, checkpoint_every=200,
+        TrainConfig(steps=1200, batch_size=16, lr=5e-4, residual_lr_scale=4.0, warmup_steps=15, checkpoint_every=200,
                     keep_last=2, val_every=200, val_batches=3, traf=TrafConfig(residual_floor=0.1)),
     ),
     "pi05": Experiment(
