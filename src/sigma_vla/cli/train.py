@@ -69,7 +69,8 @@ def train(
     if extend_steps and not (resume and steps is not None):
         raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
     overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-                 "residual_lr_scale": residual_lr_scale, "mixed_precision": mixed_precision, "seed": seed, "checkpoint_every": checkpoint_every}
+                 "residual_lr_scale": residual_lr_scale, "mixed_precision": mixed_precision, "seed": seed,
+                 "checkpoint_every": checkpoint_every}
     if backbone is not None and not backbone.startswith("lerobot:"):
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:
