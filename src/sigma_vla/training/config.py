@@ -83,7 +83,7 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
     # The telepathy residual head (g and tau_high: SigmaTask's "residual" group) learns at this multiple of lr. The
-    # paper has one rate; at the demo's 800 steps the carry correction grew too slowly (a third of what the words
+    # paper has one rate; over 800 demo steps the carry correction grew too slowly (a third of what the words
     # ask for) and 4 placed more blocks in the instructed zone (docs/closed_loop.md, "A faster residual head").
     residual_lr_scale: float = 1.0
     grad_clip: float = 1.0
