@@ -19,7 +19,9 @@ class DemoPlan:
     workers: int
     split: str
     base_steps: int  # train-base
-    sigma_steps: int  # sigma train and, with the same budget, the fine-tuned base (the control group)
+    # sigma train and, with the same budget, the fine-tuned base (the control group); None: the "demo"
+    # experiment's own steps (training/registry.py), so the demo and `sigma train` share one budget
+    sigma_steps: int | None
     rollout_episodes: int  # per policy
     rollout_max_steps: int
 
@@ -31,7 +33,7 @@ class DemoPlan:
 # Held-out-template episodes (a quarter) always go to test, and their twins to no split.
 SPLIT = "train:0.9,val:0.05,test:0.05"
 BASE_SPLIT = "base"
-FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=4000, sigma_steps=1200, rollout_episodes=20, rollout_max_steps=120)
+FULL = DemoPlan(320, 96, 2, SPLIT, base_steps=4000, sigma_steps=None, rollout_episodes=20, rollout_max_steps=120)
 QUICK = DemoPlan(14, 64, 2, SPLIT, base_steps=100, sigma_steps=30, rollout_episodes=1, rollout_max_steps=40)
 
 
