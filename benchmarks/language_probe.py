@@ -2,14 +2,14 @@
 
     python benchmarks/language_probe.py [--model DIR] [--out benchmarks/results/language_probe.json]
 
-For every layer of a pretrained language model (default: the embedded MiniLM; `--model` takes any local Hugging
-Face encoder or decoder directory), the instruction templates of `sim/instructions.py` are encoded and mean-pooled
-over their tokens; a logistic-regression probe per instruction kind learns the zone's depth (near / far) and side
-(left / centre / right) from the seen templates and is scored on the held-out ones. The held-out implicit templates
-use one depth phrase per depth that no seen template has ("just in front of you", "out at arm's length"), so their
-depth accuracy says whether the model's features carry that meaning at all: what Sigma's heads, which read the
-same features, can reach on them zero-shot (docs/closed_loop.md, "Where Sigma's blocks land"). Chance is 0.5 for
-depth and 0.33 for side.
+For every layer of a pretrained language model (default: the embedded MiniLM; `--model` takes any local
+Hugging Face encoder or decoder directory), the instruction templates of `sim/instructions.py` are encoded and
+mean-pooled over their tokens; a logistic-regression probe per instruction kind learns the zone's depth
+(near/far) and side (left/centre/right) from the seen templates and is scored on the held-out ones. The
+held-out implicit templates use one depth phrase per depth that no seen template has ("just in front of you",
+"out at arm's length"), so their depth accuracy says whether the model's features carry that meaning at all:
+what Sigma's heads, which read the same features, can reach on them zero-shot (docs/closed_loop.md, "Where
+Sigma's blocks land"). Chance is 0.5 for depth and 0.33 for side.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def layer_features(model_dir: str | None, texts: list[str]) -> list[Tensor]:
     tok = AutoTokenizer.from_pretrained(model_dir or minilm_path(), local_files_only=True)
     if tok.pad_token is None:  # decoder tokenizers (Gemma, Llama) may have none
         tok.pad_token = tok.eos_token
-    model = load_minilm() if model_dir is None else AutoModel.from_pretrained(model_dir, local_files_only=True)
+    if model_dir is None:
+        model = load_minilm()
+    else:
+        model = AutoModel.from_pretrained(model_dir, local_files_only=True)
     enc = tok(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model.eval()(**enc, output_hidden_states=True).hidden_states
@@ -73,7 +76,8 @@ def run_probe(model_dir: str | None, templates: tuple[Template, ...] = TEMPLATES
             labels = torch.tensor([names.index(label_of(t)) for t in templates])
             for layer, x in enumerate(feats):
                 acc = probe_accuracy(x[train], labels[train], x[test], labels[test], len(names))
-                rows.append({"kind": kind, "target": target, "layer": layer, "held_out_accuracy": round(acc, 3),
+                rows.append({"kind": kind, "target": target, "layer": layer,
+                             "held_out_accuracy": round(acc, 3),
                              "train_templates": len(train), "held_out_templates": len(test)})
     return rows
 
@@ -83,10 +87,12 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="A local Hugging Face model directory (default: MiniLM).")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "language_probe.json")
     args = ap.parse_args()
+    if args.model is not None and not (Path(args.model) / "config.json").is_file():
+        raise SystemExit(f"--model {args.model}: no config.json there (a local Hugging Face model directory)")
     rows = run_probe(args.model)
     for r in rows:
-        print(f"{r['kind']:8s} {r['target']:5s} layer {r['layer']}: held-out accuracy {r['held_out_accuracy']:.2f}"
-              f" (of {r['held_out_templates']})")
+        print(f"{r['kind']:8s} {r['target']:5s} layer {r['layer']}: "
+              f"held-out accuracy {r['held_out_accuracy']:.2f} (of {r['held_out_templates']})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"benchmark": "language_probe", "model": args.model or "MiniLM",
                                             "rows": rows}, indent=1))
