@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from sigma_vla.outdir import atomic_write_text
-from sigma_vla.sim.instructions import KINDS, TEMPLATES, Template
+from sigma_vla.sim.instructions import KINDS, TEMPLATES, ZONES, Template
 
-TARGETS = {"depth": lambda t: t.zone.split("_")[0], "side": lambda t: t.zone.split("_")[1]}
+TARGETS = {"depth": lambda t: ZONES[t.zone].depth, "side": lambda t: ZONES[t.zone].side}
 
 
 def layer_features(model_dir: str | None, texts: list[str]) -> list[Tensor]:
