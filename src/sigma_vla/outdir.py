@@ -55,6 +55,8 @@ KINDS: dict[str, Kind] = {
     "base": Kind((*_TRAINING, "config.json", "model.safetensors", "base_info.json"), ("base_info.json", "split", None)),
     "eval": Kind(("sigma_eval_report.json",), ("sigma_eval_report.json", "groups", None)),
     "rollout": Kind(("rollouts.json", "episode_*.gif"), ("rollouts.json", "episodes_detail", None)),
+    "experiment": Kind(("experiment_config.json", "experiment.json", "experiment.png", "sigma_seed*", "control_seed*",
+                        "rollout_*"), ("experiment_config.json", "format", ("sigma-vla-experiment/1",))),
 }
 
 

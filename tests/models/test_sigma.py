@@ -115,6 +115,17 @@ def test_telepathy_off_gives_exactly_the_baseline(model: SigmaModel, batch: dict
     assert torch.equal(model(batch).action_chunk, off.baseline_chunk)
 
 
+def test_skipping_path_c_leaves_the_chunk_and_vector_unchanged(model: SigmaModel, batch: dict) -> None:
+    """The policy's "sigma" mode executes the chunk only and skips path C's sampler; what it executes must not move."""
+    _as_if_trained(model).eval()
+    with torch.no_grad():
+        full, fast = model(batch), model(batch, trajectory=False)
+    assert torch.equal(fast.action_chunk, full.action_chunk)
+    assert torch.equal(fast.action_vector, full.action_vector)
+    assert torch.equal(fast.semantic_memory, full.semantic_memory)
+    assert fast.trajectory_condition is None and torch.count_nonzero(fast.baseline_trajectory) == 0
+
+
 def test_forward_is_pure_and_memory_is_an_argument(model: SigmaModel, batch: dict) -> None:
     """The model keeps no episode state (a server shares it between robots; SigmaPolicy carries the memory):
     the same call gives the same output, and m_{t-1} changes it only when passed."""

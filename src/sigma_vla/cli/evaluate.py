@@ -34,7 +34,7 @@ def rollout(
     out: Path = typer.Option(..., "--out", help="Where rollouts.json and the animations go."),
     episodes: int = typer.Option(20, help="Closed-loop episodes."),
     seed: int = typer.Option(0, help="Rollout seed (disjoint from recording seeds)."),
-    policy: str = typer.Option("sigma+adapter", help="base | sigma | sigma+adapter (a base directory: base)."),
+    policy: str = typer.Option("sigma+adapter", help="base | sigma | sigma+adapter | sigma-tau0 (Sigma with tau forced to 0); a base directory: base."),
     templates: str = typer.Option("held-out", help="Instruction templates: held-out | seen | all."),
     instruction: str = typer.Option(None, "--instruction", help="Your own instruction (with --zone)."),
     zone: str = typer.Option(None, "--zone", help="The zone your instruction means (near_left ... far_right)."),
@@ -52,13 +52,13 @@ def rollout(
     """Run the policy in the SO-101 simulator on held-out seeds and instruction templates (or your own words)."""
     from sigma_vla.evaluation.rollout import (TEMPORAL_ENSEMBLE, RolloutJob, format_summary, plan_episodes,
                                               run_rollouts)
-    from sigma_vla.inference.policy import MODES, load_policy
+    from sigma_vla.inference.policy import POLICY_CHOICES, load_policy
     from sigma_vla.sim.instructions import read_instructions, user_instruction
     from sigma_vla.sim.so101 import require_simulator
 
     require_simulator()
-    if policy not in MODES:
-        raise SigmaError(f"unknown policy {policy!r} (choose {', '.join(MODES)})", field="--policy")
+    if policy not in POLICY_CHOICES:
+        raise SigmaError(f"unknown policy {policy!r} (choose {', '.join(POLICY_CHOICES)})", field="--policy")
     if templates not in ("held-out", "seen", "all"):
         raise SigmaError(f"unknown template set {templates!r}", field="--templates")
     for name, value in (("--episodes", episodes), ("--workers", workers), ("--replan-every", replan_every),

@@ -19,12 +19,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Sigma VLA toolkit: record, inspect, prep, train and evaluate Sigma over a frozen VLA base.")
 
 # Sub-command registration, in pipeline order (each module imports its heavy dependencies lazily).
-from sigma_vla.cli import base, data, demo, evaluate, record, serve, train  # noqa: E402
+from sigma_vla.cli import base, data, demo, evaluate, experiment, record, serve, train  # noqa: E402
 
 for name, command in [("record", record.record), ("inspect", data.inspect), ("prep", data.prep),
                       ("train-base", base.train_base), ("base-actions", base.base_actions), ("train", train.train),
                       ("plot-losses", train.plot_losses), ("eval", evaluate.evaluate), ("rollout", evaluate.rollout),
-                      ("report", evaluate.report), ("serve", serve.serve), ("demo", demo.demo)]:
+                      ("report", evaluate.report), ("experiment", experiment.experiment), ("serve", serve.serve),
+                      ("demo", demo.demo)]:
     app.command(name)(command)
 
 

@@ -36,6 +36,10 @@ from sigma_vla.models.base_policy import BasePolicy
 from sigma_vla.models.transforms import Normalizer
 
 MODES = ("base", "sigma", "sigma+adapter")
+# What `sigma rollout --policy` accepts: the modes, and Sigma with the telepathy switch off (tau = 0 in closed loop,
+# the paper's own ablation: mode "sigma" with PolicyConfig.telepathy False).
+TAU0 = "sigma-tau0"
+POLICY_CHOICES = (*MODES, TAU0)
 
 
 @dataclass
@@ -136,7 +140,10 @@ class SigmaPolicy:
         return self.last_plan
 
     def _sigma_chunk(self, batch: dict[str, Tensor], base_chunk: Tensor):
-        out = self.model(batch, prev_memory=self.memory, telepathy=self.config.telepathy)  # eval, no grad
+        # Mode "sigma" executes path B's chunk only, so path C's sampler is skipped (the adapter's risk reads all
+        # three time scales and keeps it).
+        out = self.model(batch, prev_memory=self.memory, telepathy=self.config.telepathy,
+                         trajectory=self.config.mode != "sigma")  # eval, no grad
         self.memory = out.semantic_memory
         base = ActionTriple.from_chunk(base_chunk, self.chunk_len)
         pred = base.plus(out.actions())  # TRAF composition: a = a_base + delta_a
@@ -290,8 +297,10 @@ def policy_kind(directory) -> str:
 
 
 def load_policy(directory, mode: str = "sigma+adapter", n_action_steps: int = 4) -> SigmaPolicy:
-    """Any policy `sigma rollout` can run: a Sigma run in one of MODES, or a base on its own (mode "base")."""
+    """Any policy `sigma rollout` can run: a Sigma run in one of POLICY_CHOICES, or a base on its own ("base")."""
     if policy_kind(directory) == "sigma":
+        if mode == TAU0:
+            return load_sigma_policy(directory, mode="sigma", telepathy=False, n_action_steps=n_action_steps)
         return load_sigma_policy(directory, mode=mode, n_action_steps=n_action_steps)
     if mode != "base":
         raise SigmaError(f"{directory} holds a base policy, which runs only as --policy base", field="--policy")

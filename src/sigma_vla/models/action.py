@@ -135,7 +135,7 @@ class ActionResult:
     baseline_conditions: Tensor  # (B, Dt) c_act at tau = 0
     action_query_tokens: Tensor  # (B, Nq, W) q_tau
     vector_logits: Tensor  # (B, Da, bins) path A action-token logits of the baseline branch
-    trajectory_condition: TrajectoryCondition
+    trajectory_condition: TrajectoryCondition | None  # None when path C was skipped
 
 
 class ActionWorkspace(nn.Module):
@@ -163,9 +163,12 @@ class ActionWorkspace(nn.Module):
         self.sample_steps, self.bins, self.chunk = ac.sample_steps, ac.vector_bins, cfg.chunk
 
     def forward(self, hidden: Tensor, high_level_rep: Tensor, mask: Tensor, state_tokens: Tensor,
-                vision_tokens: Tensor, tau: Tensor, noise: Tensor | None = None) -> ActionResult:
+                vision_tokens: Tensor, tau: Tensor, noise: Tensor | None = None,
+                trajectory: bool = True) -> ActionResult:
         """hidden = hidden_sequence_base (B, N, D), high_level_rep (B, N, D), mask (B, N), state_tokens (B, Ns, D),
-        vision_tokens (B, N_v, D) from the vision pass with tau, tau (B, Dt); noise (B, T, Da) for path C or None."""
+        vision_tokens (B, N_v, D) from the vision pass with tau, tau (B, Dt); noise (B, T, Da) for path C or None.
+        trajectory=False skips path C's sampler (its baseline trajectory is zeros, trajectory_condition None): a
+        caller that executes only the chunk needs nothing from it, and the other outputs are unchanged."""
         # Both branches share P_act and Q; run them as one (2B) batch: rows [:B] are the baseline branch, tau = 0
         # (r_high at tau = 0 is hidden_sequence_base), rows [B:] the telepathy branch (high_level_rep, tau).
         b = tau.shape[0]
@@ -178,8 +181,11 @@ class ActionWorkspace(nn.Module):
         logits = rearrange(self.token_head(pooled), "b (a k) -> b a k", k=self.bins)  # (B, Da, bins)
         vec = self.tokenizer.decode(logits)  # (B, Da) path A
         chunk = rearrange(self.chunk_head(pooled), "b (c a) -> b c a", c=self.chunk)  # (B, C, Da) path B
-        traj_cond = self.trajectory.condition(q_base, hidden, mask, c_base)
-        traj = self.trajectory.sample(traj_cond, self.sample_steps, noise)  # (B, T, Da) path C
+        if trajectory:
+            traj_cond = self.trajectory.condition(q_base, hidden, mask, c_base)
+            traj = self.trajectory.sample(traj_cond, self.sample_steps, noise)  # (B, T, Da) path C
+        else:
+            traj_cond, traj = None, chunk.new_zeros(b, self.trajectory.horizon, self.trajectory.action_dim)
         # Telepathy residuals from the tau-conditioned streams.
         streams = torch.cat([q_tau.mean(1), masked_mean(high_level_rep, mask), vision_tokens.mean(1)], -1)  # (B,W+2D)
         d_vec, d_chunk, d_traj = self.residual_head(self.tau_high(streams), tau)  # (B, Da), (B, C, Da), (B, T, Da)

@@ -74,7 +74,7 @@ class SigmaOutput:
     text_vision_pool: Tensor  # (B, D) (text_pool + vision_pool) / 2: the "text+vision" side of L_mi (paper 4.2.2)
     vision_tokens: Tensor  # (B, N_v, D) vision tokens of the pass with tau
     vector_logits: Tensor  # (B, Da, bins) path A action tokens (baseline branch)
-    trajectory_condition: TrajectoryCondition  # path C conditioning, for trajectory_flow_loss
+    trajectory_condition: TrajectoryCondition | None  # path C conditioning, for trajectory_flow_loss (None: skipped)
 
     def actions(self) -> ActionTriple:
         """The three final actions a^tau (what TRAF adds to the base's offline actions)."""
@@ -106,10 +106,11 @@ class SigmaModel(nn.Module):
     # ---- forward ---------------------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Any], prev_memory: Tensor | None = None, telepathy: bool | None = None,
-                noise: Tensor | None = None) -> SigmaOutput:
+                noise: Tensor | None = None, trajectory: bool = True) -> SigmaOutput:
         """batch: observation keys of the batch contract (vision_inputs, robot_state, text_input_ids /
         text_attention_mask or task_index, optional depth / audio); other keys are ignored. prev_memory (B, D) is
-        m_{t-1} (zeros when None); telepathy=False forces tau = 0; noise (B, T, Da) for path C (prior mean if None)."""
+        m_{t-1} (zeros when None); telepathy=False forces tau = 0; noise (B, T, Da) for path C (prior mean if None);
+        trajectory=False skips path C's sampler (ActionWorkspace.forward) for callers that execute the chunk only."""
         telepathy = self.telepathy if telepathy is None else telepathy
         text, text_mask = self._text_tokens(batch)  # (B, L, D), (B, L)
         v_base, state_tokens = self.vision.encode(batch)  # (B, N_v, D), (B, N_s, D)
@@ -123,7 +124,7 @@ class SigmaModel(nn.Module):
         tau = sem.telepathy_factors if telepathy else torch.zeros_like(sem.telepathy_factors)  # (B, Dt)
         high = self.language.modulator(hidden, tau)  # (B, N, D) high_level_rep
         vision_tau = self.vision.modulate(v_base, tau)  # (B, N_v, D) vision pass with tau
-        act = self.action(hidden, high, mask, state_tokens, vision_tau, tau, noise)
+        act = self.action(hidden, high, mask, state_tokens, vision_tau, tau, noise, trajectory)
         text_pool, vision_pool = masked_mean(text, text_mask), vision0.mean(dim=1)  # (B, D) each
         return SigmaOutput(
             action_vector=act.action_vector, action_chunk=act.action_chunk, action_trajectory=act.action_trajectory,
