@@ -36,3 +36,23 @@ def first_line(err: BaseException, with_type: bool = False) -> str:
     if with_type or not line:
         return f"{type(err).__name__}: {line}" if line else type(err).__name__
     return line
+
+
+# ---- worker pools --------------------------------------------------------------------------------------------
+_START_FAILURE: list[str] = []  # per process: why this pool worker could not start
+
+
+def start_worker(init, *args) -> None:
+    """Pool initializer wrapper. A worker whose start-up raises would die and be respawned by the pool forever;
+    instead it records the one-line reason and its first task raises it (`check_worker`), so the pool fails fast
+    with the first worker's message (docs/reliability.md, "Worker pools")."""
+    try:
+        init(*args)
+    except Exception as err:  # noqa: BLE001 - any start-up failure, reported once, in one line
+        _START_FAILURE.append(err.one_line() if isinstance(err, SigmaError) else first_line(err, with_type=True))
+
+
+def check_worker() -> None:
+    """Called at the start of every pool task: raise the start-up failure of this worker, if any."""
+    if _START_FAILURE:
+        raise SigmaError(f"a worker process could not start: {_START_FAILURE[0]}")

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from sigma_vla.errors import SigmaError
 
 MARKER = ".sigma-vla.json"
+LOCK = ".sigma-vla.lock"  # writer_lock: the PID of the process writing the directory
 FORMAT = "sigma-vla-output/1"
 TMP_SUFFIX = ".sigma-tmp"
 TMP_GLOB = f".*{TMP_SUFFIX}"
@@ -144,7 +145,7 @@ def _read_marker(out: Path) -> dict[str, Any] | None:
 
 
 def _ours_by_name(entry: Path, kind: Kind) -> bool:
-    return any(fnmatchcase(entry.name, p) for p in (*kind.names, MARKER, TMP_GLOB))
+    return any(fnmatchcase(entry.name, p) for p in (*kind.names, MARKER, LOCK, TMP_GLOB))
 
 
 def _legacy_manifest_ok(out: Path, kind: Kind) -> bool:
@@ -238,3 +239,28 @@ def remove_temp_files(out: Path) -> list[Path]:
                 path.unlink()
             removed.append(path)
     return removed
+
+
+@contextlib.contextmanager
+def writer_lock(out: str | Path):
+    """One writer per directory: an advisory lock (flock) on OUT/.sigma-vla.lock while a command writes OUT. A
+    second writer gets a one-line error naming the holder's PID. The kernel drops the lock with its process, so a
+    killed writer never leaves a stale lock (docs/reliability.md, "One writer per run")."""
+    import fcntl
+
+    path = Path(out) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SigmaError(f"another sigma process (PID {holder}) is writing here; wait for it to finish or choose "
+                         "another --out", file=out) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

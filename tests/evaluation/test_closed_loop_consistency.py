@@ -112,5 +112,5 @@ def test_a_failed_rollout_leaves_no_directory(trained, tmp_path, capsys):
     _, _, base_dir = trained
     code, _, err = run_cli(["rollout", base_dir, "--policy", "base", "--image-size", "15", "--episodes", "1",
                             "--out", tmp_path / "ro"], capsys)
-    assert code == 2 and "field 'image_size'" in err and "Traceback" not in err
+    assert code == 2 and "field '--image-size'" in err and "Traceback" not in err
     assert not (tmp_path / "ro").exists()

@@ -94,3 +94,18 @@ def test_summary_rates_have_wilson_intervals():
     by = summarize_by(eps)
     assert by["kind"]["explicit"]["episodes"] == 3 and by["templates"]["held-out"]["episodes"] == 1
     assert by["zone"]["far_left"]["lifted_rate"] == 1.0
+
+
+def test_a_worker_that_cannot_start_fails_the_rollout_in_one_line(tmp_path):
+    """A start-up failure in a pool worker used to make the pool respawn workers forever (issue: --image-size -5
+    with --workers 2 never exited). Now the first task raises the worker's one-line reason and the pool stops."""
+    import subprocess
+    import sys
+
+    code = ("from sigma_vla.evaluation.rollout import RolloutJob, iter_episodes, plan_episodes\n"
+            f"job = RolloutJob({str(tmp_path / 'no_run')!r}, 'sigma', 1, 64, 10)\n"
+            "list(iter_episodes(job, plan_episodes(4, 0), 0, workers=2))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "a worker process could not start" in last and "no_run" in last

@@ -200,8 +200,10 @@ def test_worker_init_failure_surfaces_instead_of_respawning(monkeypatch):
     def broken(**kwargs):
         raise SigmaError("no GL here")
 
+    from sigma_vla import errors
+
     monkeypatch.setattr(rec, "SO101Sim", broken)
-    monkeypatch.setattr(rec, "_WORKER_ERROR", None)
-    rec._init_worker(64, 10)
+    monkeypatch.setattr(errors, "_START_FAILURE", [])
+    errors.start_worker(rec._init_worker, 64, 10)
     with pytest.raises(SigmaError, match="no GL here"):
         rec._worker_attempt((0, 0, 10, False, 0.0, False))

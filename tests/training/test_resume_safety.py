@@ -156,3 +156,26 @@ def test_a_checkpoint_with_other_parameter_groups_is_refused_in_one_line(tmp_pat
     with pytest.raises(SigmaError, match=r"optimizer\.json.*does not fit this version's parameter groups"):
         train(_SplitHeads(), toy_data(), None, CFG.replace(steps=10), tmp_path, resume=True, progress=False)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000005"]  # nothing lost
+
+
+def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path):
+    """Two `sigma train --out R` at once (or --resume while R trains) used to collide on temp files and duplicate
+    log rows; the second now stops in one line naming the first one's PID, and writes nothing."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom sigma_vla.outdir import writer_lock\n"
+                               f"with writer_lock({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SigmaError, match=f"another sigma process \\(PID {holder.pid}\\) is writing here"):
+            train(ToyTask(), toy_data(), None, CFG, run, progress=False)
+        assert not (run / "train_log.csv").exists() and not ckpt.step_dirs(run)
+    finally:
+        holder.kill()
+        holder.wait()
+    train(ToyTask(), toy_data(), None, CFG, run, progress=False)  # the lock died with its holder
+    assert len(read_csv(run / "train_log.csv")) == CFG.steps

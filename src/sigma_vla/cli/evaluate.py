@@ -40,7 +40,7 @@ def rollout(
     zone: str = typer.Option(None, "--zone", help="The zone your instruction means (near_left ... far_right)."),
     instructions: Path = typer.Option(None, "--instructions",
                                       help='JSON-lines file of {"zone": ..., "text": ...[, "kind": ...]}.'),
-    image_size: int = typer.Option(None, help="Camera side (default: the run's training image size)."),
+    image_size: int = typer.Option(None, help="Camera side; must be the run's training image size (the default)."),
     max_steps: int = typer.Option(120, help="Step limit per episode (the expert needs at most about 105)."),
     replan_every: int = typer.Option(1, "--replan-every", help="Actions executed from each chunk before re-planning."),
     ensemble: float = typer.Option(None, "--ensemble", show_default=False,
@@ -75,7 +75,11 @@ def rollout(
     users = (read_instructions(instructions) if instructions is not None
              else [user_instruction(instruction, zone)] if instruction is not None else None)
     pol = load_policy(run, policy, replan_every)  # fails here, in one line, before any worker starts
-    job = RolloutJob(str(run), policy, replan_every, image_size or pol.config.image_size, max_steps, ensemble)
+    trained = pol.config.image_size
+    if image_size is not None and image_size != trained:
+        raise SigmaError(f"the policy was trained on {trained} px frames, got {image_size} (leave it out to use "
+                         f"{trained})", field="--image-size")
+    job = RolloutJob(str(run), policy, replan_every, trained, max_steps, ensemble)
     s = run_rollouts(job, plan_episodes(episodes, seed, templates, users), out, animations, workers)
     typer.echo(format_summary(policy, s))
     typer.echo(f"-> {out / 'rollouts.json'}")

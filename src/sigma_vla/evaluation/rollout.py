@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from sigma_vla_client.ensemble import DEFAULT_K
 
+from sigma_vla.errors import check_worker, start_worker
 from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, get_zone, templates_for
 
 ROLLOUT_SEED_OFFSET = 7_000_003  # far from the recorder's seeds (seed * 100003 + i for small seeds)
@@ -230,6 +231,7 @@ def _start(job: RolloutJob) -> None:
 
 
 def _episode(args: tuple[EpisodeSpec, bool]) -> tuple[EpisodeResult, list[np.ndarray] | None]:
+    check_worker()
     spec, keep_frames = args
     job = _WORKER["job"]
     frames: list | None = [] if keep_frames else None
@@ -260,7 +262,7 @@ def iter_episodes(job: RolloutJob, specs: list[EpisodeSpec], animations: int, wo
             torch.set_num_threads(threads)
         return
     ctx = mp.get_context("spawn")  # one GL context and MuJoCo state per process
-    with ctx.Pool(min(workers, len(specs)), initializer=_start, initargs=(job,)) as pool:
+    with ctx.Pool(min(workers, len(specs)), initializer=start_worker, initargs=(_start, job)) as pool:
         yield from pool.imap(_episode, args, chunksize=1)
 
 

@@ -41,7 +41,7 @@ from sigma_vla.data.lerobot_writer import (
     LeRobotV30Writer,
     check_output_dir,
 )
-from sigma_vla.errors import SigmaError
+from sigma_vla.errors import SigmaError, check_worker, start_worker
 from sigma_vla.sim.instructions import ZONE_NAMES, Instruction, generic_instruction, sample_instruction
 from sigma_vla.sim.so101 import (
     ACTION_NAMES,
@@ -257,22 +257,17 @@ def perturb(action: np.ndarray, scale: float, rng: np.random.Generator) -> np.nd
 
 # ---- workers ----------------------------------------------------------------------------------------------
 _WORKER_SIM: SO101Sim | None = None
-_WORKER_ERROR: SigmaError | None = None
 
 
 def _init_worker(image_size: int, max_steps: int) -> None:
-    """Each worker process owns one simulator (and one GL context) for its lifetime. A failure is kept and
-    raised by the first task: a raising Pool initializer would make the pool respawn workers forever."""
-    global _WORKER_SIM, _WORKER_ERROR
-    try:
-        _WORKER_SIM = SO101Sim(image_size=image_size, max_steps=max_steps)
-    except SigmaError as err:
-        _WORKER_ERROR = err
+    """Each worker process owns one simulator (and one GL context) for its lifetime (errors.start_worker turns a
+    failure here into the pool's one-line error)."""
+    global _WORKER_SIM
+    _WORKER_SIM = SO101Sim(image_size=image_size, max_steps=max_steps)
 
 
 def _worker_attempt(args: tuple[int, int, int, bool, float, bool]) -> list[EpisodeResult]:
-    if _WORKER_ERROR is not None:
-        raise _WORKER_ERROR
+    check_worker()
     assert _WORKER_SIM is not None
     return run_attempt(_WORKER_SIM, *args)
 
@@ -296,8 +291,8 @@ def iter_attempts(config: RecordConfig) -> Iterator[list[EpisodeResult]]:
                 yield run_attempt(sim, *job)
         return
     ctx = mp.get_context("spawn")  # fork would share one GL context and MuJoCo state between processes
-    with ctx.Pool(min(config.workers, config.episodes), initializer=_init_worker,
-                  initargs=(config.image_size, config.max_steps)) as pool:
+    with ctx.Pool(min(config.workers, config.episodes), initializer=start_worker,
+                  initargs=(_init_worker, config.image_size, config.max_steps)) as pool:
         yield from pool.imap(_worker_attempt, jobs, chunksize=1)
 
 

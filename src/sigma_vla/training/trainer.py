@@ -10,6 +10,7 @@ stream, and validation runs under a forked RNG, so N steps + resume + M steps eq
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,11 +22,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.outdir import atomic_dir
+from sigma_vla.outdir import atomic_dir, writer_lock
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.batches import BatchPlan, collate, sequential_batches
 from sigma_vla.training.config import TrainConfig
-from sigma_vla.training.distributed import make_accelerator
+from sigma_vla.training.distributed import make_accelerator, process_state
 from sigma_vla.training.logs import TRAIN_COLUMNS, TRAIN_LOG, VAL_COLUMNS, VAL_LOG, CsvLog, TensorBoardLog
 from sigma_vla.training.optim import build_optimizer, build_scheduler, param_report
 from sigma_vla.training.resume import choose_checkpoint, reconcile, saved_config
@@ -71,8 +72,18 @@ def train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config
     """Train `task.model` for config.steps optimizer steps, writing checkpoints and logs under run_dir, and the
     final model to RUN/model/. stop_after: end this invocation (with a checkpoint) once that many steps are done,
     as if interrupted: a later `resume=True` call continues the same schedule. resume: continue from the newest
-    verified checkpoint, with the same settings (extend_steps: config.steps may be larger; resume.py)."""
+    verified checkpoint, with the same settings (extend_steps: config.steps may be larger; resume.py). One writer
+    per run: the main process holds RUN's writer lock throughout (outdir.writer_lock)."""
     run_dir = Path(run_dir)
+    main = process_state().is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(run_dir) if main else contextlib.nullcontext():
+        return _train(task, train_data, val_data, config, run_dir, resume, progress, stop_after, extend_steps)
+
+
+def _train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, config: TrainConfig, run_dir: Path,
+           resume: bool, progress: bool, stop_after: int | None, extend_steps: bool) -> TrainResult:
     latest = choose_checkpoint(run_dir) if resume else None
     if latest is not None:
         config = reconcile(saved_config(latest), config, extend_steps, latest / "trainer_state.json")
