@@ -62,19 +62,29 @@ def test_truncated_model_to_eval(copies, tmp_path, capsys):
 @pytest.mark.parametrize("portable", [True, False])
 def test_damaged_model_to_serve(damaged, portable, copies, tmp_path, capsys):
     shards, run = copies
-    if portable:  # the base copied into the run, named by RUN/policy.json (no fingerprint: damage is found on load)
+    from sigma_vla.models.base_actions import fingerprint_dir
+
+    if portable:  # the base copied into the run, named by RUN/policy.json with its fingerprint
         damaged = damaged.replace("base/", "run/base/")
         TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(run / "base")
         spec = json.loads((run / "policy.json").read_text())
-        (run / "policy.json").write_text(json.dumps({**spec, "base": {"path": "base", "fingerprint": None}}))
-    else:  # a run from before policy.json: its base is the one its shards name
+        record = {"path": "base", "fingerprint": fingerprint_dir(run / "base")}
+        (run / "policy.json").write_text(json.dumps({**spec, "base": record}))
+    else:  # a run from before policy.json: its base is the one its shards name, with the shards' fingerprint
         (run / "policy.json").unlink()
         TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(tmp_path / "base")
         meta = json.loads((shards / "meta.json").read_text())
-        (shards / "meta.json").write_text(json.dumps({**meta, "base_actions": {"base": str(tmp_path / "base")}}))
+        record = {"base": str(tmp_path / "base"), "fingerprint": fingerprint_dir(tmp_path / "base")}
+        (shards / "meta.json").write_text(json.dumps({**meta, "base_actions": record}))
     _truncate(tmp_path / damaged)
     code, out, err = run_cli(["serve", run, "--port", "0"], capsys)
-    assert code == 2 and damaged in _error_line(err) and "serving" not in out
+    line = _error_line(err)
+    # a damaged model is named; a damaged base no longer has the fingerprint the run recorded
+    assert code == 2 and "serving" not in out
+    if damaged.startswith("run/model/"):
+        assert damaged in line, line
+    else:
+        assert "field 'base.fingerprint'" in line and "has fingerprint" in line, line
 
 
 def test_negative_seed_is_one_line(copies, tmp_path, capsys):

@@ -109,3 +109,43 @@ def test_a_state_of_another_size_is_named():
     with pytest.raises(SigmaError, match=f"trained on {DS} state values, the observation has {DS - 1}") as err:
         policy.select_action(bad, "put it far left")
     assert err.value.field == "observation.state"
+
+
+@pytest.mark.parametrize("mode", ["sigma", "sigma+adapter"])
+def test_a_non_finite_step_never_enters_the_episodes_memory(mode):
+    """One extreme state used to leave NaN in the connection's semantic memory: every later plan had tau = nan and
+    fell back to the base, flagged nowhere. Now the memory stays as it was before that step, and the reply says so."""
+    policy = make_policy(mode)
+    policy.reset()
+    first = policy.infer(obs(0), "put it far left")
+    kept = policy.memory.clone()
+    assert first["flags"] == [] and torch.isfinite(kept).all()
+    bad = obs(1)
+    bad["observation.state"] = np.full(DS, 1e38, np.float32)
+    reply = policy.infer(bad, "put it far left")
+    assert "memory_kept" in reply["flags"] and torch.equal(policy.memory, kept)
+    later = policy.infer(obs(2), "put it far left")
+    assert np.isfinite(later["tau_norm"]) and "memory_kept" not in later["flags"]
+
+
+def test_actions_beyond_the_trained_range_are_clamped_and_reported():
+    """normalization.action.std = [1e30]*4 made the server send actions of 2.9e29; such statistics are now refused,
+    and an action beyond the trained [min, max] (widened by ACTION_MARGIN) is clamped and flagged."""
+    from sigma_vla.models.transforms import ACTION_MARGIN
+
+    policy = make_policy("base")
+    policy.reset()
+    free = policy.infer(obs(0), "x")["actions"]
+    lo, hi = torch.full((4,), -1e-3), torch.full((4,), 1e-3)
+    policy.norm = replace(policy.norm, action_min=lo, action_max=hi)
+    reply = policy.infer(obs(0), "x")
+    bound = 1e-3 * (1 + 2 * ACTION_MARGIN)
+    assert reply["flags"] == ["clamped"] and np.abs(reply["actions"]).max() <= bound + 1e-9
+    np.testing.assert_allclose(reply["actions"], np.clip(free, -bound, bound), rtol=1e-6)
+    for bad, field in (({"std": [1e30] * 4}, "normalization.action.std"),
+                       ({"mean": [float("nan")] * 4}, "normalization.action.mean"),
+                       ({"std": [0.0] * 4}, "normalization.action.std"), ({"std": "x"}, "normalization.action.std")):
+        stats = policy.norm.to_dict()
+        stats["action"].update(bad)
+        with pytest.raises(SigmaError, match=f"field '{field}'"):
+            Normalizer.from_dict(stats, "policy.json")

@@ -157,3 +157,33 @@ def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(t
                               "--max-steps", "3", "--animations", "0"], capsys)
     assert code == 0, err
     assert (tmp_path / "roll" / "rollouts.json").is_file()
+
+
+@pytest.mark.parametrize("record", [{"path": "../../elsewhere/base"}, {"path": "/abs/base"}, {"path": "base"}])
+def test_a_run_never_reads_a_base_outside_itself_or_unchecked(record, trained, tmp_path):
+    """policy.json naming a base outside the run (relative, absolute, or RUN/base a symbolic link out), or with a
+    null fingerprint, used to load that base; now one line, naming policy.json and the field."""
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    spec = json.loads((run / "policy.json").read_text())
+    fingerprint = spec["base"]["fingerprint"]
+    if record["path"] == "base":  # the name is fine, but RUN/base is a symbolic link out of the run
+        shutil.rmtree(run / "base")
+        (run / "base").symlink_to(trained / "base")
+    (run / "policy.json").write_text(json.dumps({**spec, "base": {**record, "fingerprint": fingerprint}}))
+    with pytest.raises(SigmaError, match="field 'base.path'"):
+        load_sigma_policy(run)
+    (run / "policy.json").write_text(json.dumps({**spec, "base": {"path": "base", "fingerprint": None}}))
+    with pytest.raises(SigmaError, match="field 'base.fingerprint': no fingerprint"):
+        load_sigma_policy(run)
+
+
+def test_eval_refuses_shards_whose_base_actions_come_from_another_base(trained, tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shutil.copytree(trained / "shards", shards)
+    meta = json.loads((shards / "meta.json").read_text())
+    meta["base_actions"]["fingerprint"] = "0123456789abcdef"
+    (shards / "meta.json").write_text(json.dumps(meta))
+    code, _, err = run_cli(["eval", trained / "run", shards, "--out", tmp_path / "e", "--split", "val"], capsys)
+    assert code == 2 and "field 'base_actions.fingerprint'" in err and "0123456789abcdef" in err
+    assert not (tmp_path / "e").exists()

@@ -69,6 +69,13 @@ def test_train_base_then_base_actions_resumably(tmp_path: Path, capsys) -> None:
     assert code == 0 and "0 written, 2 already done" in out  # resumable: finished shards are skipped
     assert (shards / "shard_00001.safetensors").stat().st_mtime_ns == before
 
+    # train-base into the same directory used to retrain the base with no word, changing every run over it
+    weights = (tmp_path / "base" / "model.safetensors").read_bytes()
+    code, _, err = run_cli(["train-base", shards, "--out", tmp_path / "base", "--steps", "3", "--batch-size", "4",
+                            "--seed", "1", "--no-progress"], capsys)
+    assert code == 2 and "already holds a base" in err and "--resume" in err and "Traceback" not in err
+    assert (tmp_path / "base" / "model.safetensors").read_bytes() == weights
+
 
 def test_base_actions_refuse_a_base_of_another_shape(tmp_path: Path, capsys) -> None:
     shards = _shards(tmp_path / "shards")

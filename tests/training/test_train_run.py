@@ -136,3 +136,19 @@ def test_cli_resume_checks_what_it_resumes(tmp_path, shards, monkeypatch, capsys
     code, out, err = _cli(monkeypatch, capsys, "train", shards, "--out", run, "--config", "tiny", "--resume",
                           "--no-progress")  # no options: the run's own settings, nothing left to do
     assert code == 0 and "trained 3 steps" in out, err
+
+
+def test_shards_without_base_actions_are_refused_unless_no_base(tmp_path, capsys):
+    """`sigma train` on shards without base actions used to succeed with `"base": null` in policy.json (a Sigma
+    with no base under it) while `sigma eval` refused the same shards."""
+    from tests.conftest import run_cli
+
+    bare = write_fake_shards(tmp_path / "bare", n_train=8, n_val=0)
+    code, _, err = run_cli(["train", bare, "--out", tmp_path / "run", "--config", "tiny", "--steps", "1",
+                            "--no-progress"], capsys)
+    assert code == 2 and "field 'base_actions'" in err and "--no-base" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli(["train", bare, "--out", tmp_path / "run", "--config", "tiny", "--steps", "1",
+                            "--batch-size", "4", "--no-base", "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run/policy.json").read_text())["base"] is None

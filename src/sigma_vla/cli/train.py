@@ -45,6 +45,8 @@ def train(
         False, "--keep-base-instruction",
         help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own (a "
              "LeRobot base, which has none, reads train-base's default one)."),
+    no_base: bool = typer.Option(False, "--no-base", help="Train Sigma on shards without base actions on purpose "
+                                                          "(it then predicts whole actions, not residuals)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train Sigma (or fine-tune the base) on SHARDS; see RUN/train_log.csv and `sigma plot-losses RUN`."""
@@ -82,7 +84,8 @@ def train(
                           task_text=not keep_base_instruction, extend_steps=extend_steps,
                           instruction=GENERIC_INSTRUCTION)
     else:
-        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps, backbone)
+        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps, backbone,
+                             no_base)
     from accelerate.state import PartialState
 
     if PartialState().is_main_process:

@@ -91,7 +91,14 @@ def _check_run_matches(run: Path, meta: dict) -> None:
     from sigma_vla.models.run_spec import POLICY_FILE, check_shards_match, read_run_spec
 
     if (run / POLICY_FILE).is_file():
-        check_shards_match(read_run_spec(run, {}, run / "run.json"), meta, run / POLICY_FILE)
+        spec = read_run_spec(run, {}, run / "run.json")
+        check_shards_match(spec, meta, run / POLICY_FILE)
+        ours = (spec.get("base") or {}).get("fingerprint") if isinstance(spec.get("base"), dict) else None
+        theirs = (meta.get("base_actions") or {}).get("fingerprint")
+        if ours and theirs and ours != theirs:  # the "untuned base" row would be another base's
+            raise SigmaError(f"the shards' base actions come from base {str(theirs)[:16]}, the run was trained over "
+                             f"base {str(ours)[:16]}; rerun `sigma base-actions` with the run's base (RUN/base)",
+                             file="meta.json", field="base_actions.fingerprint")
 
 
 def format_table(report: dict) -> str:

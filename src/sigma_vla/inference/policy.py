@@ -74,6 +74,9 @@ class Plan:
     risk: dict[str, float]
     tau_norm: float
     nonfinite: bool
+    # what the policy did beyond the plain plan: "memory_kept" (a non-finite step left the episode's semantic
+    # memory as it was before it), "clamped" (actions beyond the trained range were clamped to it)
+    flags: list[str] = field(default_factory=list)
 
 
 class SigmaPolicy:
@@ -131,20 +134,27 @@ class SigmaPolicy:
     def plan(self, observation: dict[str, np.ndarray], instruction: str) -> Plan:
         batch = self.batch(observation, instruction)
         base_chunk = self.base.predict_chunk(batch)  # (1, T, Da) normalised
+        flags: list[str] = []
         if self.config.mode == "base" or self.model is None:
             chunk, scale, risk, tau_norm, bad = base_chunk[:, : self.chunk_len], 0.0, {}, 0.0, False
         else:
-            chunk, scale, risk, tau_norm, bad = self._sigma_chunk(batch, base_chunk)
-        actions = self.norm.unaction(chunk)[0].numpy().astype(np.float32)  # (C, Da) raw
-        self.last_plan = Plan(actions, scale, risk, tau_norm, bad)
+            chunk, scale, risk, tau_norm, bad = self._sigma_chunk(batch, base_chunk, flags)
+        raw = self.norm.unaction(chunk)[0]  # (C, Da) raw units
+        safe = self.norm.clamp_action(raw)
+        if not torch.equal(safe, raw):
+            flags.append("clamped")
+        self.last_plan = Plan(safe.numpy().astype(np.float32), scale, risk, tau_norm, bad, flags)
         return self.last_plan
 
-    def _sigma_chunk(self, batch: dict[str, Tensor], base_chunk: Tensor):
+    def _sigma_chunk(self, batch: dict[str, Tensor], base_chunk: Tensor, flags: list[str]):
         # Mode "sigma" executes path B's chunk only, so path C's sampler is skipped (the adapter's risk reads all
         # three time scales and keeps it).
         out = self.model(batch, prev_memory=self.memory, telepathy=self.config.telepathy,
                          trajectory=self.config.mode != "sigma")  # eval, no grad
-        self.memory = out.semantic_memory
+        if bool(torch.isfinite(out.semantic_memory).all()) and bool(torch.isfinite(out.action_chunk).all()):
+            self.memory = out.semantic_memory
+        else:  # a non-finite step never enters the episode's state: m_t stays what it was before it
+            flags.append("memory_kept")
         base = ActionTriple.from_chunk(base_chunk, self.chunk_len)
         pred = base.plus(out.actions())  # TRAF composition: a = a_base + delta_a
         tau = out.telepathy_factors  # (1, Dt)
@@ -169,7 +179,7 @@ class SigmaPolicy:
     def infer(self, obs: dict[str, np.ndarray], instruction: str) -> dict[str, Any]:
         plan = self.plan(obs, instruction)
         return {"actions": plan.actions, "adapter_scale": plan.adapter_scale, "risk": plan.risk,
-                "tau_norm": plan.tau_norm, "nonfinite": plan.nonfinite}
+                "tau_norm": plan.tau_norm, "nonfinite": plan.nonfinite, "flags": list(plan.flags)}
 
 
 # ---- loading a policy from a run directory -----------------------------------------------------------------------
@@ -257,7 +267,8 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
                  if lang.text_mode == "tokens" else None)
     config, info = _policy_setup(spec, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
                                  adapter=load_adapter_config(run))
-    return SigmaPolicy(model, base, Normalizer.from_dict(spec["normalization"]), tokenizer, config, info)
+    norm = Normalizer.from_dict(spec["normalization"], Path(run) / "policy.json")
+    return SigmaPolicy(model, base, norm, tokenizer, config, info)
 
 
 def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:
@@ -282,7 +293,8 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     cfg = getattr(base, "config", None)  # an embedded base's; a LeRobot base tokenizes the task words itself
     tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
     config, info = _policy_setup(spec, mode="base", n_action_steps=n_action_steps)
-    return SigmaPolicy(None, base, Normalizer.from_dict(spec["normalization"]), tokenizer, config, info)
+    norm = Normalizer.from_dict(spec["normalization"], directory / "policy.json")
+    return SigmaPolicy(None, base, norm, tokenizer, config, info)
 
 
 def policy_kind(directory) -> str:

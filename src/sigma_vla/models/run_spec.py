@@ -113,8 +113,10 @@ def read_run_spec(directory: Path, info: dict[str, Any], info_file: Path) -> dic
         raise SigmaError(f"no {POLICY_FILE} (a run from before portable runs) and its training shards are not "
                          f"readable ({err.one_line()}); restore them or retrain", file=path) from None
     spec = spec_from_meta(meta)
-    source = (meta.get("base_actions") or {}).get("base")
-    spec["base"] = {"ref": source, "fingerprint": None} if source else None
+    record = meta.get("base_actions") or {}
+    source = record.get("base")
+    # the shards recorded which base wrote their actions: the older run's base is checked against it
+    spec["base"] = {"ref": source, "fingerprint": record.get("fingerprint")} if source else None
     return spec
 
 
@@ -128,7 +130,32 @@ def _checked_spec(path: Path) -> dict[str, Any]:
     for key in REQUIRED:
         if key not in spec:
             raise SigmaError("missing", file=path, field=key)
+    _check_types(spec, path)
     return spec
+
+
+SPEC_LIMITS = {"image_size": 4096, "state_dim": 4096, "action_dim": 4096, "horizon": 4096, "chunk": 4096}
+
+
+def _check_types(spec: dict[str, Any], path: Path) -> None:
+    """policy.json is read as untrusted: every field a policy is built from has its type and a bound."""
+    for key, limit in SPEC_LIMITS.items():
+        value = spec[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise SigmaError(f"must be an integer in [1, {limit}], got {value!r:.40}", file=path, field=key)
+    if spec["chunk"] > spec["horizon"]:
+        raise SigmaError(f"chunk {spec['chunk']} exceeds horizon {spec['horizon']}", file=path, field="chunk")
+    cams = spec["cameras"]
+    if not isinstance(cams, list) or len(cams) > 16 or not all(isinstance(c, str) and 0 < len(c) <= 200
+                                                                for c in cams):
+        raise SigmaError(f"must be a list of at most 16 camera names, got {cams!r:.40}", file=path, field="cameras")
+    fps = spec["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+        raise SigmaError(f"must be a number in (0, 1000], got {fps!r:.40}", file=path, field="fps")
+    if not isinstance(spec["normalization"], dict):
+        raise SigmaError("must be an object", file=path, field="normalization")
+    if spec.get("base") is not None and not isinstance(spec["base"], dict):
+        raise SigmaError(f"must be an object or null, got {type(spec['base']).__name__}", file=path, field="base")
 
 
 def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
@@ -138,12 +165,17 @@ def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
     record, path = spec.get("base"), Path(directory) / POLICY_FILE
     if not record:
         return None
+    if not isinstance(record, dict):
+        raise SigmaError(f"must be an object, got {type(record).__name__}", file=path, field="base")
+    if not isinstance(record.get("fingerprint"), str) or not record["fingerprint"]:
+        raise SigmaError("no fingerprint recorded, so the base cannot be checked; retrain the run", file=path,
+                         field="base.fingerprint")
     ref = str(record.get("ref") or "")
     if not record.get("path") and ref.startswith(LEROBOT_PREFIX):
         check_fingerprint(ref, record.get("fingerprint"), path, "base")
         return ref
     if record.get("path"):
-        where, field = Path(directory) / record["path"], "base.path"
+        where, field = _inside(Path(directory), record["path"], path, "base.path"), "base.path"
     else:
         where, field = Path(str(record.get("ref"))), "base.ref"
     model_dir = _model_dir(where)
@@ -153,6 +185,22 @@ def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
     _check_unchanged(model_dir, record.get("fingerprint"), f"base {where}", "the run was trained over {want}", path,
                      "base.fingerprint")
     return model_dir
+
+
+def _inside(directory: Path, relative: Any, file: Path, field: str) -> Path:
+    """A path a run's file names must stay inside the run, symbolic links resolved (docs/reliability.md, "A run is
+    read as untrusted"): a run never reads a directory the user did not name."""
+    if not isinstance(relative, str) or Path(relative).is_absolute():
+        raise SigmaError(f"must be a path relative to the run, got {relative!r}", file=file, field=field)
+    where = directory / relative
+    root = directory.resolve()
+    if not where.resolve().is_relative_to(root):
+        raise SigmaError(f"{relative!r} leads outside the run directory; refusing to read it", file=file, field=field)
+    for d in (where, where / "model"):
+        if d.exists() and not d.resolve().is_relative_to(root):
+            raise SigmaError(f"{relative!r} leads outside the run directory; refusing to read it", file=file,
+                             field=field)
+    return where
 
 
 def _check_unchanged(model_dir: Path, want: str | None, name: str, recorded: str, file: Any, field: str) -> None:

@@ -28,34 +28,60 @@ ACTION_KEYS = action_keys(GT_ACTION)
 BASE_KEYS = action_keys(BASE_ACTION)
 
 
+STAT_LIMIT = 1e6  # |mean| and std beyond this are not statistics of a robot's state or actions
+ACTION_MARGIN = 0.1  # actions are clamped to the trained [min, max] widened by this share of its width
+
+
 @dataclass
 class Normalizer:
-    """Per-dimension affine normalisation of robot_state (Ds,) and actions (Da,)."""
+    """Per-dimension affine normalisation of robot_state (Ds,) and actions (Da,); with the train split's action
+    range, `clamp_action` keeps a command within it (docs/reliability.md, "Statistics and actions")."""
 
     state_mean: Tensor  # (Ds,)
     state_std: Tensor  # (Ds,)
     action_mean: Tensor  # (Da,)
     action_std: Tensor  # (Da,)
+    action_min: Tensor | None = None  # (Da,)
+    action_max: Tensor | None = None  # (Da,)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Normalizer:
         """The train split's statistics in a shards directory's meta.json."""
-        try:
-            return cls.from_dict(meta["normalization"])
-        except (KeyError, TypeError) as err:
-            raise SigmaError(f"normalization statistics missing ({err})", file="meta.json",
-                             field="normalization") from err
+        if not isinstance(meta.get("normalization"), dict):
+            raise SigmaError("normalization statistics missing", file="meta.json", field="normalization")
+        return cls.from_dict(meta["normalization"], file="meta.json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
-        """Inverse of to_dict: {"robot_state": {"mean", "std"}, "action": {"mean", "std"}} (lists of floats)."""
-        return cls(*(torch.tensor(data[k][s], dtype=torch.float32)
-                     for k in ("robot_state", "action") for s in ("mean", "std")))
+    def from_dict(cls, data: dict[str, Any], file: Any = None) -> Normalizer:
+        """Inverse of to_dict: {"robot_state": {"mean", "std"}, "action": {"mean", "std"[, "min", "max"]}} (lists
+        of floats), validated: finite, std > 0, within STAT_LIMIT, one value per dimension. file: where the record
+        came from, for the one-line error."""
+        vec = lambda key, stat: _stat_vector(data, key, stat, file)  # noqa: E731
+        state_mean, state_std, action_mean, action_std = (vec(k, s) for k in ("robot_state", "action")
+                                                          for s in ("mean", "std"))
+        action = data.get("action") if isinstance(data, dict) else None
+        ranged = isinstance(action, dict) and "min" in action and "max" in action
+        lo, hi = (vec("action", "min"), vec("action", "max")) if ranged else (None, None)
+        sizes = {len(state_mean), len(state_std)}, {len(action_mean), len(action_std)} | (
+            {len(lo), len(hi)} if ranged else set())
+        if any(len(n) != 1 for n in sizes) or (ranged and bool((lo > hi).any())):
+            raise SigmaError("mean, std, min and max need one value per dimension, min <= max", file=file,
+                             field="normalization")
+        return cls(state_mean, state_std, action_mean, action_std, lo, hi)
 
     def to_dict(self) -> dict[str, dict[str, list[float]]]:
         """JSON-able, exact: float32 values survive the round trip through Python floats bit for bit."""
-        return {"robot_state": {"mean": self.state_mean.tolist(), "std": self.state_std.tolist()},
-                "action": {"mean": self.action_mean.tolist(), "std": self.action_std.tolist()}}
+        action = {"mean": self.action_mean.tolist(), "std": self.action_std.tolist()}
+        if self.action_min is not None and self.action_max is not None:
+            action.update(min=self.action_min.tolist(), max=self.action_max.tolist())
+        return {"robot_state": {"mean": self.state_mean.tolist(), "std": self.state_std.tolist()}, "action": action}
+
+    def clamp_action(self, x: Tensor) -> Tensor:
+        """Raw actions (..., Da) clamped to the trained range widened by ACTION_MARGIN (unchanged without one)."""
+        if self.action_min is None or self.action_max is None:
+            return x
+        pad = ACTION_MARGIN * (self.action_max - self.action_min)
+        return torch.minimum(torch.maximum(x, self.action_min - pad), self.action_max + pad)
 
     @classmethod
     def identity(cls, state_dim: int, action_dim: int) -> Normalizer:
@@ -70,6 +96,24 @@ class Normalizer:
     def unaction(self, x: Tensor) -> Tensor:
         """Back to raw units (the paper's MSE units)."""
         return x.float() * self.action_std.to(x.device) + self.action_mean.to(x.device)  # (B, ..., Da)
+
+
+def _stat_vector(data: Any, key: str, stat: str, file: Any = None) -> Tensor:
+    """One statistics vector of a normalization record, checked (a bad one names its field)."""
+    field = f"normalization.{key}.{stat}"
+    try:
+        values = data[key][stat]
+    except (KeyError, TypeError):
+        raise SigmaError("missing", file=file, field=field) from None
+    if not isinstance(values, list) or not values or len(values) > 4096 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise SigmaError("must be a non-empty list of numbers", file=file, field=field)
+    t = torch.tensor(values, dtype=torch.float64)
+    if not bool(torch.isfinite(t).all()) or bool((t.abs() > STAT_LIMIT).any()):
+        raise SigmaError(f"must be finite and within +-{STAT_LIMIT:g}", file=file, field=field)
+    if stat == "std" and bool((t <= 0).any()):
+        raise SigmaError("must be > 0", file=file, field=field)
+    return t.float()
 
 
 class BatchTransform:

@@ -101,10 +101,14 @@ def check_result(out: Any, action_dim: int) -> dict[str, Any]:
     risk = out["risk"]
     if not isinstance(risk, Mapping):
         raise PolicyOutputError(f"policy output 'risk' must be a dict of floats, got {type(risk).__name__}")
+    flags = out.get("flags", [])
+    if not isinstance(flags, (list, tuple)) or len(flags) > 8 or not all(isinstance(f, str) and len(f) <= 32
+                                                                         for f in flags):
+        raise PolicyOutputError("policy output 'flags' must be a short list of short strings")
     return {"actions": actions,
             "adapter_scale": _as_float("adapter_scale", out["adapter_scale"]),
             "risk": {str(k): _as_float(f"risk.{k}", v) for k, v in risk.items()},
-            "tau_norm": _as_float("tau_norm", out["tau_norm"])}
+            "tau_norm": _as_float("tau_norm", out["tau_norm"]), "flags": list(flags)}
 
 
 def _installed_version(dist: str) -> str | None:

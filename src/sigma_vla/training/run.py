@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.models.action_triple import BASE_ACTION, has_actions
 from sigma_vla.models.base_actions import meta_dims
 from sigma_vla.models.lerobot_load import is_lerobot_ref
 from sigma_vla.models.run_spec import base_record, copy_base, spec_from_meta, write_policy_file
@@ -116,10 +117,11 @@ def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], wi
 
 def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
-                extend_steps: bool = False, backbone: str | None = None) -> TrainResult:
+                extend_steps: bool = False, backbone: str | None = None, no_base: bool = False) -> TrainResult:
     """`sigma train`: LoRA + telepathy heads with TRAF and TSAC on the train split, validation on the val split.
     backbone: a `lerobot:PATH_OR_ID` reference whose own language model (and tokenizer) replaces the experiment's
-    backbone (models.backbone.lerobot_backbone)."""
+    backbone (models.backbone.lerobot_backbone). Shards without base actions are refused (a Sigma with no base
+    under it) unless no_base says so on purpose."""
     from sigma_vla.models import SigmaModel
     from sigma_vla.models.backbone import lerobot_backbone, tokenizer_path
 
@@ -131,6 +133,10 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     if backbone is not None:  # loaded before the seed: LeRobot's constructor draws random numbers
         backbone_cfg, module = lerobot_backbone(backbone, model_cfg.backbone)
         model_cfg = model_cfg.replace(backbone=backbone_cfg)
+    if not no_base and not has_actions(train_ds.data, BASE_ACTION):
+        raise SigmaError("the shards hold no base actions, so Sigma would learn whole actions with no base under "
+                         "it; run `sigma base-actions SHARDS --base BASE` first, or pass --no-base to train without "
+                         "a base on purpose", file=shards / "meta.json", field="base_actions")
     identity = {"kind": "sigma", "experiment": experiment, "shards": str(shards.resolve()),
                 "model_config": model_cfg.to_dict()}
     check_run_dir(out, "sigma", identity, resume)
@@ -229,6 +235,9 @@ def train_base(shards: Path, out: Path, instruction: str | None, split: str = "b
                             instruction=instruction, **(model_options or {}))
     train_cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(20, steps // 10),
                             checkpoint_every=max(1, steps // 2), keep_last=1, val_every=0, seed=seed)
+    if check_dir(out, "base") == "ours" and not resume and ((out / "config.json").exists() or ckpt.step_dirs(out)):
+        raise SigmaError("already holds a base (retraining it would change the base every run over it was trained "
+                         "on); pass --resume to continue it or choose another --out", file=out)
     torch.manual_seed(seed)
     base = TinyBasePolicy(config)
     claim_dir(out, "base")  # the one output rule: files that are not ours are refused and kept
