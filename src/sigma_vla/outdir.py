@@ -114,6 +114,47 @@ def atomic_dir(path: Path, write: Callable[[Path], Any]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+JSON_CAP = 4 * 2**20  # bytes: a run's JSON files are a few KB; anything this large is not ours
+
+
+def read_capped(path: str | Path, cap: int = JSON_CAP) -> str:
+    """A small text file read as untrusted: a regular file (not a FIFO, device or directory, which would block or
+    never end), at most `cap` bytes, UTF-8. Errors are one line naming the file (docs/reliability.md, "A run is read
+    as untrusted")."""
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise SigmaError(f"cannot read: {err.strerror or err}", file=path) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SigmaError("not a regular file (a FIFO, device or directory); refusing to read it", file=path)
+        if info.st_size > cap:
+            raise SigmaError(f"is {info.st_size} bytes, more than the {cap} this file can be", file=path)
+        data = os.read(fd, cap + 1)
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise SigmaError(f"is more than the {cap} bytes this file can be", file=path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SigmaError(f"not UTF-8 text (byte {err.start})", file=path) from None
+
+
+def read_json(path: str | Path, cap: int = JSON_CAP) -> Any:
+    """read_capped, then JSON; a syntax error or absurd nesting is one line naming the file."""
+    text = read_capped(path, cap)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise SigmaError(f"not valid JSON: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                         file=path) from None
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A CSV log (TRAIN_LOG, VAL_LOG) as one dict per row."""
     with open(path, newline="") as fh:

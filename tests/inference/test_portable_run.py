@@ -4,6 +4,7 @@ loads, serves, rolls out and evaluates on new shards with the same actions; olde
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import shutil
 from pathlib import Path
@@ -187,3 +188,61 @@ def test_eval_refuses_shards_whose_base_actions_come_from_another_base(trained, 
     code, _, err = run_cli(["eval", trained / "run", shards, "--out", tmp_path / "e", "--split", "val"], capsys)
     assert code == 2 and "field 'base_actions.fingerprint'" in err and "0123456789abcdef" in err
     assert not (tmp_path / "e").exists()
+
+
+def _damaged_copy(trained, tmp_path, name: str, content) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    target = run / name
+    if callable(content):
+        content(target)
+    else:
+        target.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    return run
+
+
+def _spec_with(trained, **changes) -> dict:
+    return {**json.loads((trained / "run" / "policy.json").read_text()), **changes}
+
+
+def _model_config_with(trained, section: str, key: str, value) -> dict:
+    meta = json.loads((trained / "run" / "model" / "config.json").read_text())
+    meta["config"][section][key] = value
+    return meta
+
+
+def _fifo(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("name, content, phrase", [
+    ("policy.json", lambda t: _spec_with(t, cameras=5), "field 'cameras'"),
+    ("policy.json", lambda t: _spec_with(t, image_size="x"), "field 'image_size'"),
+    ("policy.json", lambda t: _spec_with(t, chunk=None), "field 'chunk'"),
+    ("policy.json", lambda t: _spec_with(t, normalization={}), "field 'normalization.robot_state.mean'"),
+    ("policy.json", lambda t: _spec_with(t, base={"path": 123, "fingerprint": "x"}), "field 'base.path'"),
+    ("run.json", b"\xff\xfe not utf-8", "not UTF-8"),
+    ("run.json", b"{not json", "not valid JSON"),
+    ("adapter.json", {"max_scale": 1.0, "surprise": 1}, "unknown ['surprise']"),
+    ("adapter.json", {"max_scale": "big"}, "field 'max_scale'"),
+    ("model/config.json", lambda t: _model_config_with(t, "backbone", "num_layers", 1_000_000),
+     "field 'backbone.num_layers'"),
+    ("model/config.json", lambda t: _model_config_with(t, "backbone", "hidden_size", "16"),
+     "field 'backbone.hidden_size'"),
+    ("adapter.json", "fifo", "not a regular file"),
+    ("policy.json", "fifo", "not a regular file"),
+])
+def test_a_damaged_run_is_one_line_naming_the_file(name, content, phrase, trained, tmp_path):
+    """Files of a run are read as untrusted: wrong types, foreign bytes, absurd sizes and FIFOs (which used to hang
+    serve, eval and rollout) are one SigmaError naming the file, before any model is built."""
+    if content == "fifo":
+        content = _fifo
+    elif callable(content) and content.__name__ == "<lambda>":
+        content = content(trained)
+    run = _damaged_copy(trained, tmp_path, name, content)
+    with pytest.raises(SigmaError) as info:
+        load_policy(run, "sigma+adapter")
+    line = info.value.one_line()
+    assert phrase in line and "\n" not in line, line
+    assert name.split("/")[-1] in line or "normalization" in phrase or "backbone" in phrase, line

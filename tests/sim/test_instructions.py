@@ -91,3 +91,24 @@ def test_generic_instruction_names_no_zone():
 def test_unknown_zone_is_a_sigma_error():
     with pytest.raises(SigmaError, match="unknown zone"):
         sample_instruction(np.random.default_rng(0), "upstairs")
+
+
+def test_user_instructions_are_bounded_and_visible(tmp_path):
+    """Accepted nonsense before: a 1 MB instruction (serve caps at 2000 characters), one of zero-width characters
+    only, a raw 0xFF byte from the command line, /dev/zero or a deeply nested line as --instructions."""
+    import pytest
+
+    from sigma_vla.errors import SigmaError
+    from sigma_vla.sim.instructions import read_instructions, user_instruction
+
+    for text, phrase in (("x" * 2001, "more than 2000"), ("\u200b\u200b\u2060", "no visible characters"),
+                         ("far left \udcff", "not valid UTF-8")):
+        with pytest.raises(SigmaError, match=phrase):
+            user_instruction(text, "far_left")
+    assert user_instruction("  put it far left ", "far_left").text == "put it far left"
+    with pytest.raises(SigmaError, match="not a regular file"):
+        read_instructions("/dev/zero")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("[" * 100_000 + "\n")
+    with pytest.raises(SigmaError, match="nested.jsonl:1"):
+        read_instructions(nested)

@@ -163,3 +163,29 @@ def test_bad_spec_is_a_sigma_error():
     with pytest.raises(SigmaError, match="codec"):
         DatasetSpec(fps=10, robot_type="r", state_names=("a",), action_names=("b",), camera_keys=(CAM,),
                     image_size=(32, 32), codec="mjpeg")
+
+
+def test_a_killed_writers_temp_dir_is_cleaned_and_datasets_are_readable(tmp_path):
+    """`record` killed with kill -9 left `.NAME.tmp-XXXX` beside --out that reruns never cleaned, and datasets got
+    mode 0700 (mkdtemp's). A rerun removes a temp dir whose writer is gone; anything else of that name stays."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from sigma_vla.data.lerobot_writer import WRITER_PID
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, foreign = tmp_path / ".ds.tmp-abcd1234", tmp_path / ".ds.tmp-user"
+    stale.mkdir()
+    (stale / WRITER_PID).write_text(dead.stdout.strip())
+    (stale / "data.parquet").write_bytes(b"half")
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    old = os.umask(0o022)
+    try:
+        out = write(tmp_path / "ds")
+    finally:
+        os.umask(old)
+    assert not stale.exists() and (foreign / "notes.txt").read_text() == "mine"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and not (out / WRITER_PID).exists()

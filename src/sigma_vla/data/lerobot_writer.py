@@ -97,6 +97,30 @@ class EpisodeRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+WRITER_PID = ".sigma-writer-pid"  # inside a writer's temp dir: which process owns it
+
+
+def remove_stale_temp_dirs(out: Path) -> list[Path]:
+    """Temp dirs of earlier writers of `out` that were killed (kill -9 skips every cleanup): siblings named
+    `.OUT.tmp-*` holding our PID file, whose process is gone. Anything else of that name is not ours and stays."""
+    removed = []
+    for tmp in Path(out).parent.glob(f".{Path(out).name}.tmp-*"):
+        try:
+            pid = int((tmp / WRITER_PID).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still writing
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
 def check_output_dir(out: Path) -> None:
     """Refuse an `out` that exists and is not an empty directory (we never overwrite or delete user files)."""
     out = Path(out)
@@ -164,7 +188,9 @@ class LeRobotV30Writer:
         self.spec = spec
         check_output_dir(self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_dirs(self.out)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        (self._tmp / WRITER_PID).write_text(str(os.getpid()))
         h, w = spec.image_size
         self._videos = {
             k: _VideoEncoder(self._tmp / VIDEO_PATH.format(video_key=k, chunk_index=0, file_index=0),
@@ -273,6 +299,10 @@ class LeRobotV30Writer:
         check_output_dir(self.out)  # someone may have written there while we recorded
         if self.out.exists():
             self.out.rmdir()  # empty, checked above
+        (self._tmp / WRITER_PID).unlink()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make a shared dataset unreadable to others
         os.rename(self._tmp, self.out)
 
     def _write_data(self) -> dict[str, dict[str, np.ndarray]]:

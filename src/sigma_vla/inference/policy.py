@@ -188,8 +188,22 @@ ADAPTER_FILE = "adapter.json"
 
 def load_adapter_config(run) -> AdapterConfig:
     """RUN/adapter.json (written by `calibrate_adapter`), else the defaults."""
+    from sigma_vla.outdir import read_json
+
     path = Path(run) / ADAPTER_FILE
-    return AdapterConfig(**json.loads(path.read_text())) if path.exists() else AdapterConfig()
+    if not path.exists():
+        return AdapterConfig()
+    data, known = read_json(path), set(AdapterConfig.__dataclass_fields__)
+    if not isinstance(data, dict) or set(data) - known:
+        extra = f", got unknown {sorted(set(data) - known)}" if isinstance(data, dict) else ""
+        raise SigmaError(f"expected an object of {sorted(known)}{extra}", file=path)
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise SigmaError(f"must be a finite number, got {value!r:.40}", file=path, field=key)
+    try:
+        return AdapterConfig(**data)
+    except ConfigError as err:
+        raise SigmaError(err.message, file=path, field=err.field) from None
 
 
 @torch.no_grad()
@@ -235,12 +249,15 @@ def _run_context(run) -> tuple[dict, dict]:
     """(run.json, the run's policy spec) of a Sigma run; errors name the file and field."""
     from sigma_vla.models.run_spec import read_run_spec
 
+    from sigma_vla.outdir import read_json
+
     run_file = Path(run) / "run.json"
     if not run_file.exists():
         raise SigmaError("not a run directory (run.json missing)", file=run_file)
-    info = json.loads(run_file.read_text())
-    if info.get("kind") != "sigma":
-        raise SigmaError(f"expected a Sigma run, found kind {info.get('kind')!r}", file=run_file, field="kind")
+    info = read_json(run_file)
+    if not isinstance(info, dict) or info.get("kind") != "sigma":
+        got = info.get("kind") if isinstance(info, dict) else type(info).__name__
+        raise SigmaError(f"expected a Sigma run, found kind {got!r}", file=run_file, field="kind")
     return info, read_run_spec(Path(run), info, run_file)
 
 
@@ -285,10 +302,15 @@ def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     from sigma_vla.models.text import TextTokenizer
 
     directory = Path(directory)
+    from sigma_vla.outdir import read_json
+
     name = "run.json" if (directory / "run.json").is_file() else "base_info.json"
     if not (directory / name).is_file():
         raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
-    spec = read_run_spec(directory, json.loads((directory / name).read_text()), directory / name)
+    info = read_json(directory / name)
+    if not isinstance(info, dict):
+        raise SigmaError("not a JSON object", file=directory / name)
+    spec = read_run_spec(directory, info, directory / name)
     base = load_run_base(directory, spec)
     cfg = getattr(base, "config", None)  # an embedded base's; a LeRobot base tokenizes the task words itself
     tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
@@ -303,8 +325,12 @@ def policy_kind(directory) -> str:
     run_file = directory / "run.json"
     if not run_file.is_file() and not (directory / "base_info.json").is_file():
         raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
-    if run_file.is_file() and json.loads(run_file.read_text()).get("kind") == "sigma":
-        return "sigma"
+    if run_file.is_file():
+        from sigma_vla.outdir import read_json
+
+        info = read_json(run_file)
+        if isinstance(info, dict) and info.get("kind") == "sigma":
+            return "sigma"
     return "base"
 
 

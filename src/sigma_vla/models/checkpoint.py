@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sigma_vla.errors import SigmaError, first_line
-from sigma_vla.outdir import atomic_write, atomic_write_text
+from sigma_vla.outdir import atomic_write, atomic_write_text, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -43,10 +43,7 @@ def read_model_dir(directory: str | Path, kind: str) -> tuple[dict[str, Any], di
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise SigmaError(f"missing (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})", file=p)
-    try:
-        meta = json.loads(cfg_path.read_bytes().decode("utf-8"))
-    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise SigmaError(f"not valid JSON: {first_line(err)}", file=cfg_path) from None
+    meta = read_json(cfg_path)  # size-capped, regular files only
     if not isinstance(meta, dict) or meta.get("kind") != kind:
         got = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
         raise SigmaError(f"holds a {got!r}, expected {kind!r}", file=cfg_path, field="kind")
@@ -61,6 +58,11 @@ def read_model_dir(directory: str | Path, kind: str) -> tuple[dict[str, Any], di
 
 def load_state_checked(module: nn.Module, state: dict[str, Tensor], skipped: list[str], source: str | Path) -> None:
     """Load state into module; only keys recorded as skipped-frozen may be missing, nothing may be unexpected."""
+    own = module.state_dict()
+    for key, value in state.items():  # a relabelled or reshaped tensor is refused, not cast or crashed on
+        if key in own and (value.dtype != own[key].dtype or value.shape != own[key].shape):
+            raise SigmaError(f"weight {key!r} is {value.dtype} {list(value.shape)}, the config needs "
+                             f"{own[key].dtype} {list(own[key].shape)}", file=source)
     result = module.load_state_dict(state, strict=False)
     missing = sorted(set(result.missing_keys) - set(skipped))
     if missing or result.unexpected_keys:

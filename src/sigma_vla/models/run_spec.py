@@ -24,11 +24,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.errors import SigmaError
 from sigma_vla.models.base_actions import fingerprint_dir, meta_dims
 from sigma_vla.models.lerobot_load import PREFIX as LEROBOT_PREFIX
 from sigma_vla.models.lerobot_load import check_fingerprint, fingerprint
-from sigma_vla.outdir import atomic_write, atomic_write_text
+from sigma_vla.outdir import atomic_write, atomic_write_text, read_json
 
 POLICY_FILE = "policy.json"
 BASE_DIR = "base"  # RUN/base: the embedded base copied into a Sigma run
@@ -100,7 +100,7 @@ def read_run_spec(directory: Path, info: dict[str, Any], info_file: Path) -> dic
     """RUN/policy.json, or for a run written before it existed the same record rebuilt from the training shards'
     meta.json (with its base record); one line when neither is readable."""
     path = Path(directory) / POLICY_FILE
-    if path.is_file():
+    if path.exists() or path.is_symlink():  # present but not a readable regular file: an error, not the fallback
         return _checked_spec(path)
     from sigma_vla.data.shards import read_meta
 
@@ -121,10 +121,7 @@ def read_run_spec(directory: Path, info: dict[str, Any], info_file: Path) -> dic
 
 
 def _checked_spec(path: Path) -> dict[str, Any]:
-    try:
-        spec = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise SigmaError(f"unreadable: {first_line(err)}", file=path) from None
+    spec = read_json(path)
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise SigmaError(f"not a {SPEC_FORMAT} file", file=path, field="format")
     for key in REQUIRED:

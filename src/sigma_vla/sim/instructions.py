@@ -22,6 +22,7 @@ radius from any goal of the right one.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,6 +37,7 @@ KINDS: tuple[Kind, ...] = ("explicit", "implicit")
 # the user's unspoken intent (docs/architecture.md, "Language that matters").
 GENERIC_INSTRUCTION = "pick up the block and place it at the goal"
 GENERIC_KIND = "generic"
+MAX_INSTRUCTION_CHARS = 2000  # the server's cap (serving.server.ServerConfig.max_instruction_chars)
 
 # Every HELD_OUT_EVERY-th template pattern of each kind (index % 4 == 3) is held out of training.
 HELD_OUT_EVERY = 4
@@ -241,8 +243,15 @@ def user_instruction(text: str, zone: str, kind: str | None = None) -> Instructi
     """A user's own instruction for `zone`. It counts as held out unless it is word for word a training template."""
     get_zone(zone)
     text = text.strip()
-    if not text:
-        raise SigmaError("the instruction is empty", field="instruction")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a raw byte on the command line arrives as a lone surrogate
+        raise SigmaError("the instruction is not valid UTF-8 text", field="instruction") from None
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise SigmaError(f"the instruction has {len(text)} characters, more than {MAX_INSTRUCTION_CHARS} (what "
+                         "`sigma serve` accepts)", field="instruction")
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in text):  # only spaces, zero-width or control
+        raise SigmaError("the instruction is empty (no visible characters)", field="instruction")
     if kind is not None and kind not in (*KINDS, USER_KIND):
         raise SigmaError(f"unknown kind {kind!r} (valid: {', '.join((*KINDS, USER_KIND))})", field="kind")
     seen = any(t.text == text and not t.held_out for t in TEMPLATES)
@@ -254,11 +263,10 @@ def read_instructions(path) -> list[Instruction]:
     import json
     from pathlib import Path
 
+    from sigma_vla.outdir import read_capped
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SigmaError(f"cannot read instructions ({type(err).__name__})", file=path) from None
+    lines = read_capped(path, 2**20).splitlines()  # a regular file of at most 1 MiB
     out = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -268,6 +276,8 @@ def read_instructions(path) -> list[Instruction]:
             item = json.loads(line)
         except json.JSONDecodeError as err:
             raise SigmaError(f"not JSON ({err.msg})", file=where) from None
+        except RecursionError:
+            raise SigmaError("not JSON (nested too deeply)", file=where) from None
         if not isinstance(item, dict):
             raise SigmaError("expected an object {\"zone\": ..., \"text\": ...}", file=where)
         for key in ("zone", "text"):
