@@ -1,4 +1,8 @@
-"""Training-step throughput and peak memory on CPU (issue 4 figures) -> benchmarks/results/train.json.
+"""Training-step throughput and peak memory on CPU -> benchmarks/results/train.json.
+
+--vs-control times Sigma's demo step and the control group's (the embedded base fine-tuned, BaseFinetuneTask) at
+the same batch, alternating in one process so both see the same machine, and counts the FLOPs of Sigma's step per
+workspace (torch's FlopCounterMode): what the step spends, and how close to the CPU's arithmetic it runs.
 
 For the tiny and demo experiments: samples/s and peak memory of one optimizer step (forward, TRAF + TSAC losses,
 backward, AdamW), with and without TRAF's hard-sample term, with LoRA (paper 4.2) and with full fine-tuning of the
@@ -9,7 +13,7 @@ of the timed steps (the machine may be shared; the median is reported too).
 --full-demo also times a whole `sigma train --config demo` run (validation, checkpoints, final model) on synthetic
 shards shaped like the simulator's (docs/architecture.md: 16-dim state, 4-dim action, 1 camera), the < 6 min target.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train.py [--steps 5] [--full-demo] [--threads 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train.py [--steps 5] [--full-demo] [--threads 2] [--vs-control]
 """
 
 from __future__ import annotations
@@ -103,6 +107,104 @@ def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict
             "threads": torch.get_num_threads()}
 
 
+def _sigma_step(batch_size: int):
+    """(step function, model, batch) of Sigma's demo training step on a simulator-shaped fake batch."""
+    import torch
+
+    from sigma_vla.models import SigmaModel, make_fake_batch
+    from sigma_vla.models.transforms import BatchTransform
+    from sigma_vla.training.optim import build_optimizer
+    from sigma_vla.training.registry import get_experiment
+    from sigma_vla.training.tasks import SigmaTask
+
+    config = get_experiment("demo").train.replace(batch_size=batch_size)
+    torch.manual_seed(0)
+    cfg = preset_for("demo")
+    task = SigmaTask(SigmaModel(cfg), config, BatchTransform.from_meta(fake_meta(cfg), cfg.language.text_max_len))
+    opt = build_optimizer(task.param_groups("lora"), config)
+    batch = make_fake_batch(cfg, batch_size, with_base_actions=True)
+    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
+    batch["task_index"] %= 2
+
+    def step(i: int) -> None:
+        loss, _ = task.loss(task.model, batch, i)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, task, batch
+
+
+def _control_step(batch_size: int):
+    """The control group's step: the demo's embedded base (TinyBaseConfig defaults), fully fine-tuned."""
+    import torch
+
+    from sigma_vla.models import make_fake_batch
+    from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
+    from sigma_vla.models.transforms import BatchTransform
+    from sigma_vla.training.optim import build_optimizer
+    from sigma_vla.training.registry import get_experiment
+    from sigma_vla.training.tasks import BaseFinetuneTask
+
+    config = get_experiment("demo").train.replace(batch_size=batch_size)
+    torch.manual_seed(0)
+    cfg = preset_for("demo")
+    base = TinyBasePolicy(TinyBaseConfig(state_dim=cfg.state_dim, action_dim=cfg.action_dim, horizon=cfg.horizon))
+    task = BaseFinetuneTask(base, config, BatchTransform.from_meta(fake_meta(cfg), base.config.text_max_len),
+                            cfg.chunk)
+    opt = build_optimizer(task.param_groups("full"), config)
+    batch = make_fake_batch(cfg, batch_size, with_base_actions=True)
+    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
+    batch["task_index"] %= 2
+
+    def step(i: int) -> None:
+        loss, _ = task.loss(task.model, batch, i)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sigma_flops(task, batch) -> dict:
+    """GFLOPs of one Sigma step: forward per workspace, and forward + backward in all."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, depth=2) as fwd:
+        loss, _ = task.loss(task.model, batch, 0)
+    with FlopCounterMode(display=False, depth=1) as both:
+        loss, _ = task.loss(task.model, batch, 0)
+        loss.backward()
+    task.model.zero_grad(set_to_none=True)
+    per_module = {k.removeprefix("SigmaModel."): round(sum(v.values()) / 1e9, 2)
+                  for k, v in fwd.get_flop_counts().items() if k.count(".") == 1 and k.startswith("SigmaModel.")}
+    per_module["other (vision workspace, losses)"] = round(fwd.get_total_flops() / 1e9 - sum(per_module.values()), 2)
+    return {"forward_gflop": round(fwd.get_total_flops() / 1e9, 2), "forward_gflop_per_workspace": per_module,
+            "step_gflop": round(both.get_total_flops() / 1e9, 2)}
+
+
+def vs_control(steps: int, batch_size: int = 16) -> dict:
+    """Sigma's and the control's step, alternating (A B A B ...) after warm-up, best and median of each."""
+    sigma, task, batch = _sigma_step(batch_size)
+    control = _control_step(batch_size)
+    for i in range(2):
+        sigma(i), control(i)
+    times: dict[str, list[float]] = {"sigma": [], "control": []}
+    for i in range(steps):
+        for name, fn in (("sigma", sigma), ("control", control)):
+            start = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - start)
+    out = {name: {"step_s_best": round(min(t), 4), "step_s_median": round(statistics.median(t), 4)}
+           for name, t in times.items()}
+    out["ratio_median"] = round(out["sigma"]["step_s_median"] / out["control"]["step_s_median"], 2)
+    flops = sigma_flops(task, batch)
+    flops["achieved_gflop_per_s"] = round(flops["step_gflop"] / out["sigma"]["step_s_best"], 1)
+    return {"batch_size": batch_size, "steps": steps, **out, "sigma_flops": flops,
+            "demo_sigma_stage_s_at_median": round(out["sigma"]["step_s_median"] * 1200, 0),
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
 def full_demo(threads: int) -> dict:
     """Wall time of a whole demo training run on synthetic simulator-shaped shards (subprocess: the real CLI)."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "training"))
@@ -133,6 +235,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--full-demo", action="store_true")
+    ap.add_argument("--vs-control", action="store_true", help="only Sigma's demo step against the control's")
     ap.add_argument("--one", nargs=3, metavar=("EXPERIMENT", "TRAINABLE", "HARD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -140,6 +243,20 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         print(json.dumps(one_variant(args.one[0], args.one[1], args.one[2] == "hard", args.steps)))
+        return
+    if args.vs_control:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        r = vs_control(args.steps)
+        print(f"batch {r['batch_size']}: Sigma {r['sigma']['step_s_median']:.3f} s/step, control "
+              f"{r['control']['step_s_median']:.3f} s/step (median; Sigma / control {r['ratio_median']} x); "
+              f"Sigma's step {r['sigma_flops']['step_gflop']} GFLOP at {r['sigma_flops']['achieved_gflop_per_s']} "
+              f"GFLOP/s; forward per workspace {r['sigma_flops']['forward_gflop_per_workspace']}")
+        previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({**previous, "vs_control": r}, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
         return
     rows = []
     for exp, trainable, hard in VARIANTS:

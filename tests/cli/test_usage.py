@@ -31,3 +31,18 @@ def test_missing_required_parameter_prints_usage_and_exits_2(name, capsys):
 def test_bad_option_value_prints_usage_and_exits_2(capsys):
     code, _, err = run_cli(["train", "shards", "--out", "run", "--steps", "many"], capsys)
     assert code == 2 and err.startswith("Usage: sigma train ") and "'--steps'" in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line(monkeypatch, tmp_path, capsys):
+    """ENOSPC in prep, train, train-base, rollout or record used to end in a traceback."""
+    import errno
+
+    import sigma_vla.training.run as run
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "base" / "model.safetensors"))
+
+    monkeypatch.setattr(run, "train_base", full)
+    code, _, err = run_cli(["train-base", tmp_path, "--out", tmp_path / "base", "--no-progress"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "model.safetensors: no space left on device" in lines[0]

@@ -208,9 +208,12 @@ def experiment(
     check_inputs(shards, base)
     plan = ExperimentPlan(str(shards.resolve()), str(base.resolve()), seeds, episodes, steps, config, rollout_seed,
                           max_steps)
+    from sigma_vla.outdir import writer_lock
+
     open_experiment(out, plan)
     start = time.perf_counter()
-    record = run_experiment(plan, out, workers, progress, command=shlex.join(["sigma", *sys.argv[1:]]))
+    with writer_lock(out):  # one experiment per DIR at a time
+        record = run_experiment(plan, out, workers, progress, command=shlex.join(["sigma", *sys.argv[1:]]))
     typer.echo("\n" + format_table(record))
     typer.secho(f"\nexperiment finished in {time.perf_counter() - start:.0f} s: {out / RESULT_FILE}, "
                 f"{out / FIGURE_FILE}", bold=True)

@@ -4,6 +4,8 @@ usage line plus the message, exit 2 (README, Reliability)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 import typer
@@ -14,6 +16,8 @@ from sigma_vla.errors import SigmaError
 # from typer's public BadParameter, and also accept the real click's in case a typer without the copy is installed.
 _CLICK_ERRORS: tuple[type[BaseException], ...] = tuple(
     {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"})
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: the user's to fix, in one line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sigma VLA toolkit: record, inspect, prep, train and evaluate Sigma over a frozen VLA base.")
@@ -37,6 +41,13 @@ def main() -> None:
             sys.exit(code)
     except SigmaError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{os.strerror(err.errno).lower()}; free some space and rerun (finished work is kept: "
+              "every file is written whole or not at all)", file=sys.stderr)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
