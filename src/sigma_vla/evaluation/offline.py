@@ -21,7 +21,7 @@ from sigma_vla.models.action_triple import BASE_ACTION, has_actions
 from sigma_vla.models.backbone import tokenizer_path
 from sigma_vla.models.base_policy import load_base_policy
 from sigma_vla.models.transforms import BatchTransform, Normalizer
-from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
+from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir, release_dir
 
 
 def load_finetuned_base(run: Path | None, meta: dict | None = None):
@@ -79,8 +79,12 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     report = build_report(res, meta, heads, HardThresholds(), n_boot)
     report.update(run=str(run), shards=str(shards), split=split, batch_size=batch_size,
                   finetuned_base=str(finetuned_base) if finetuned_base else None)
-    claim_dir(out, "eval")
-    atomic_write_text(out / "sigma_eval_report.json", json.dumps(report, indent=1))
+    created = claim_dir(out, "eval")
+    try:
+        atomic_write_text(out / "sigma_eval_report.json", json.dumps(report, indent=1))
+    except OSError:  # a full disk: leave no empty report directory behind
+        release_dir(out, created)
+        raise
     return report
 
 

@@ -240,6 +240,8 @@ def load_run_model(run):
     model_dir = Path(run) / "model"
     if not (model_dir / "config.json").is_file():
         raise SigmaError("no trained model (model/config.json); did `sigma train` finish?", file=run)
+    if not model_dir.resolve().is_relative_to(Path(run).resolve()):
+        raise SigmaError("model/ leads outside the run directory; refusing to read it", file=model_dir)
     model = SigmaModel.from_pretrained(model_dir)
     model.requires_grad_(False)
     return model.eval()
@@ -279,6 +281,9 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy
     base = (lerobot_base(base_dir, spec, "base.ref", Path(run) / "policy.json") if is_lerobot_ref(base_dir)
             else load_base_policy(base_dir))  # a LeRobot checkpoint by its reference, or an embedded base
     model = load_run_model(Path(run))
+    if len(spec["cameras"]) != model.config.vision.num_cameras:
+        raise SigmaError(f"names {len(spec['cameras'])} camera(s), the model was trained on "
+                         f"{model.config.vision.num_cameras}", file=Path(run) / "policy.json", field="cameras")
     lang = model.config.language
     tokenizer = (TextTokenizer(lang.text_max_len, tokenizer_path(model.config.backbone))
                  if lang.text_mode == "tokens" else None)

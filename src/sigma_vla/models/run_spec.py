@@ -168,6 +168,9 @@ def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
         raise SigmaError("no fingerprint recorded, so the base cannot be checked; retrain the run", file=path,
                          field="base.fingerprint")
     ref = str(record.get("ref") or "")
+    if not record.get("path") and not ref.startswith(LEROBOT_PREFIX) and path.exists():
+        raise SigmaError(f"names a base outside the run ({ref!r:.60}); a run's embedded base lives in RUN/base "
+                         "(retrain, or copy the base there and name it by base.path)", file=path, field="base.ref")
     if not record.get("path") and ref.startswith(LEROBOT_PREFIX):
         check_fingerprint(ref, record.get("fingerprint"), path, "base")
         return ref
