@@ -31,7 +31,7 @@ def layer_features(model_dir: str | None, texts: list[str]) -> list[Tensor]:
     """Mean-pooled hidden states of every layer (embeddings first): a list of (N, D) tensors."""
     from transformers import AutoModel, AutoTokenizer
 
-    from sigma_vla.models.backbone import load_minilm, minilm_path
+    from sigma_vla.interop.hf import load_minilm, minilm_path
 
     tok = AutoTokenizer.from_pretrained(model_dir or minilm_path(), local_files_only=True)
     if tok.pad_token is None:  # decoder tokenizers (Gemma, Llama) may have none

@@ -25,8 +25,8 @@ import torch
 
 from sigma_vla.evaluation.offline import load_eval_data
 from sigma_vla.inference.policy import load_run_model
-from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple, per_sample_mse
-from sigma_vla.models.transforms import BatchTransform
+from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, per_sample_mse
+from sigma_vla.processing.transforms import BatchTransform
 from sigma_vla.outdir import atomic_write_text
 
 

@@ -1,6 +1,7 @@
-"""Each layer in its room: no module under src/sigma_vla imports from a layer it may not use.
+"""Each layer in its room: no module under src/sigma_vla imports from a layer it may not use, and no modules import
+each other in a circle.
 
-The table is the one in docs/architecture.md ("Layers"); a test there checks that the two agree. Imports are read
+The table is the one in docs/architecture.md ("Layers"); a test here checks that the two agree. Imports are read
 with `ast` (every `import` and `from ... import`, also inside functions), so a lazy import counts too.
 """
 
@@ -17,17 +18,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sigma_vla"
 
-CORE = {"errors", "outdir"}
+CORE = {"errors", "layout", "outdir"}
+BELOW_MODELS = CORE | {"data", "interop", "processing"}
+BELOW_BASES = BELOW_MODELS | {"models", "runs"}
 # layer -> the sigma_vla layers it may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "outdir": {"errors"},
+    "layout": set(),
+    "outdir": {"errors", "layout"},
+    "interop": CORE,
     "data": CORE,
+    "processing": CORE | {"data", "interop"},
     "sim": CORE | {"data"},
-    "models": CORE | {"data"},
-    "training": CORE | {"data", "models"},
-    "inference": CORE | {"data", "models"},
-    "evaluation": CORE | {"data", "models", "inference", "sim"},
+    "models": BELOW_MODELS,
+    "runs": CORE | {"data", "interop"},
+    "bases": BELOW_BASES,
+    "training": BELOW_BASES | {"bases"},
+    "inference": BELOW_BASES | {"bases"},
+    "evaluation": BELOW_BASES | {"bases", "inference", "sim"},
     "serving": {"errors"},
 }
 ALLOWED["cli"] = set(ALLOWED)  # the top: parses options and calls every layer
@@ -83,6 +91,70 @@ def test_no_module_imports_a_layer_above_it(path: Path):
         elif top in NEVER_IN.get(layer, ()):
             bad.append(f"line {line}: {module} ({layer} never imports {top})")
     assert not bad, f"{path.relative_to(ROOT)}:\n  " + "\n  ".join(bad)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the sigma_vla modules it imports (a `from package import name` of a submodule counts as that
+    submodule, of anything else as the package's __init__)."""
+    known = {_module_name(p) for p in _modules()}
+    graph: dict[str, set[str]] = {}
+    for path in _modules():
+        me, targets = _module_name(path), set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sigma_vla"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    targets.add(sub if sub in known else node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name in known}
+        graph[me] = {t for t in targets if t in known and t != me}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    """Inside a layer too, imports inside functions included: a circle is a design to untie, not to hide."""
+    assert not _circles(_import_graph())
+
+
+def test_a_circle_is_found():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 @pytest.mark.parametrize("path", sorted(CLIENT.glob("*.py")), ids=lambda p: p.name)

@@ -28,19 +28,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sigma_vla.errors import SigmaError
+from sigma_vla.layout import BASE_INFO, RUN_ENTRIES, RUN_FILE
 
 MARKER = ".sigma-vla.json"
 LOCK = ".sigma-vla.lock"  # writer_lock: the PID of the process writing the directory
 FORMAT = "sigma-vla-output/1"
 TMP_SUFFIX = ".sigma-tmp"
 TMP_GLOB = f".*{TMP_SUFFIX}"
-# A run's logs: the trainer writes them, evaluation draws them (neither imports the other).
-TRAIN_LOG, VAL_LOG, PLOT_FILE = "train_log.csv", "val_log.csv", "loss_dynamics.png"
-_TRAINING = ("run.json", "train_config.json", "param_report.json", TRAIN_LOG, VAL_LOG, "summary.json",
-             "model", "checkpoints", "tensorboard", PLOT_FILE, "adapter.json",
-             "policy.json", "base")
-
-
 @dataclass(frozen=True)
 class Kind:
     """What one kind of output directory holds: its entries' name patterns, and the manifest (file, key, values)
@@ -52,8 +46,8 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "shards": Kind(("meta.json", "shard_*.safetensors"), ("meta.json", "format", ("sigma-vla-shards/1",))),
-    "run": Kind(_TRAINING, ("run.json", "kind", ("sigma", "base"))),
-    "base": Kind((*_TRAINING, "config.json", "model.safetensors", "base_info.json"), ("base_info.json", "split", None)),
+    "run": Kind(RUN_ENTRIES, (RUN_FILE, "kind", ("sigma", "base"))),
+    "base": Kind((*RUN_ENTRIES, "config.json", "model.safetensors", BASE_INFO), (BASE_INFO, "split", None)),
     "eval": Kind(("sigma_eval_report.json",), ("sigma_eval_report.json", "groups", None)),
     "rollout": Kind(("rollouts.json", "episode_*.gif"), ("rollouts.json", "episodes_detail", None)),
     "experiment": Kind(("experiment_config.json", "experiment.json", "experiment.png", "sigma_seed*", "control_seed*",

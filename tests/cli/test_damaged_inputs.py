@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from sigma_vla.models import TinyBaseConfig, TinyBasePolicy
+from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
 from tests.conftest import run_cli
 from tests.models.test_base_cli import _shards as base_shards
 
@@ -62,19 +62,19 @@ def test_truncated_model_to_eval(copies, tmp_path, capsys):
 @pytest.mark.parametrize("portable", [True, False])
 def test_damaged_model_to_serve(damaged, portable, copies, tmp_path, capsys):
     shards, run = copies
-    from sigma_vla.models.base_actions import fingerprint_dir
+    from sigma_vla.interop.fingerprint import fingerprint
 
     if portable:  # the base copied into the run, named by RUN/policy.json with its fingerprint
         damaged = damaged.replace("base/", "run/base/")
         TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(run / "base")
         spec = json.loads((run / "policy.json").read_text())
-        record = {"path": "base", "fingerprint": fingerprint_dir(run / "base")}
+        record = {"path": "base", "fingerprint": fingerprint(run / "base")}
         (run / "policy.json").write_text(json.dumps({**spec, "base": record}))
     else:  # a run from before policy.json: its base is the one its shards name, with the shards' fingerprint
         (run / "policy.json").unlink()
         TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(tmp_path / "base")
         meta = json.loads((shards / "meta.json").read_text())
-        record = {"base": str(tmp_path / "base"), "fingerprint": fingerprint_dir(tmp_path / "base")}
+        record = {"base": str(tmp_path / "base"), "fingerprint": fingerprint(tmp_path / "base")}
         (shards / "meta.json").write_text(json.dumps({**meta, "base_actions": record}))
     _truncate(tmp_path / damaged)
     code, out, err = run_cli(["serve", run, "--port", "0"], capsys)

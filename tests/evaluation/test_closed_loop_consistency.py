@@ -16,7 +16,7 @@ from sigma_vla.data.prep import PrepConfig, run_prep
 from sigma_vla.data.shards import ShardDataset
 from sigma_vla.evaluation.rollout import TEMPORAL_ENSEMBLE, RolloutJob, plan_episodes, run_rollouts
 from sigma_vla.inference.policy import load_policy
-from sigma_vla.models.transforms import BatchTransform
+from sigma_vla.processing.transforms import BatchTransform
 from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
 from sigma_vla.sim.record import RecordConfig, record_dataset
 from sigma_vla.sim.so101 import SO101Sim

@@ -98,8 +98,9 @@ def test_experiment_end_to_end_resumes_and_refuses_another_plan(tmp_path):
     """Two seeds of a tiny Sigma and control over a tiny base, two episodes per set; a rerun keeps every finished
     stage, and a rerun asking other episodes is refused in one line."""
     from sigma_vla.data.prep import PrepConfig, run_prep
-    from sigma_vla.models.base_actions import fingerprint_dir, write_base_actions
-    from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.bases.actions import write_base_actions
+    from sigma_vla.interop.fingerprint import fingerprint
+    from sigma_vla.bases.policy import load_base_policy
     from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
     from sigma_vla.sim.record import RecordConfig, record_dataset
     from sigma_vla.training.run import train_base
@@ -109,7 +110,7 @@ def test_experiment_end_to_end_resumes_and_refuses_another_plan(tmp_path):
     run_prep(tmp_path / "ds", tmp_path / "shards", PrepConfig(image_size=32, split="train:0.75,val:0.25",
                                                               base_task=GENERIC_INSTRUCTION), progress=False)
     train_base(tmp_path / "shards", tmp_path / "base", GENERIC_INSTRUCTION, steps=2, batch_size=8, progress=False)
-    write_base_actions(tmp_path / "shards", load_base_policy(tmp_path / "base"), fingerprint_dir(tmp_path / "base"),
+    write_base_actions(tmp_path / "shards", load_base_policy(tmp_path / "base"), fingerprint(tmp_path / "base"),
                        source=str(tmp_path / "base"))
     cmd = [sys.executable, "-m", "sigma_vla.cli.main", "experiment", str(tmp_path / "shards"), "--base",
            str(tmp_path / "base"), "--out", str(tmp_path / "exp"), "--seeds", "2", "--episodes", "2", "--steps", "2",

@@ -9,7 +9,7 @@ import torch
 
 from sigma_vla.inference.adapter import AdapterConfig
 from sigma_vla.inference.adapter import adapt as adapt_triples
-from sigma_vla.models.action_triple import ActionTriple
+from sigma_vla.processing.action_triple import ActionTriple
 
 B, C, T, DA, DT = 3, 4, 8, 2, 5
 

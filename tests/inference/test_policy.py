@@ -11,9 +11,9 @@ from dataclasses import replace
 from sigma_vla.errors import SigmaError
 from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy
 from sigma_vla.models import SigmaConfig, SigmaModel
-from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
-from sigma_vla.models.text import TextTokenizer
-from sigma_vla.models.transforms import Normalizer
+from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
+from sigma_vla.processing.text import TextTokenizer
+from sigma_vla.processing.transforms import Normalizer
 from sigma_vla.sim.so101 import STATE_NAMES
 
 DS = len(STATE_NAMES)  # the simulator's state, so the served loop (tests/serving) can drive it
@@ -131,7 +131,7 @@ def test_a_non_finite_step_never_enters_the_episodes_memory(mode):
 def test_actions_beyond_the_trained_range_are_clamped_and_reported():
     """normalization.action.std = [1e30]*4 made the server send actions of 2.9e29; such statistics are now refused,
     and an action beyond the trained [min, max] (widened by ACTION_MARGIN) is clamped and flagged."""
-    from sigma_vla.models.transforms import ACTION_MARGIN
+    from sigma_vla.processing.transforms import ACTION_MARGIN
 
     policy = make_policy("base")
     policy.reset()

@@ -65,10 +65,11 @@ def _train_all(root: Path) -> Path:
         shards = _so101_shards(root / "shards", 0, None)
         train_base(shards, root / "base", None, split="train", steps=2, batch_size=4, progress=False,
                    model_options=BASE_OPTIONS)
-        from sigma_vla.models.base_actions import fingerprint_dir, write_base_actions
-        from sigma_vla.models.base_policy import load_base_policy
+        from sigma_vla.bases.actions import write_base_actions
+        from sigma_vla.interop.fingerprint import fingerprint
+        from sigma_vla.bases.policy import load_base_policy
 
-        write_base_actions(shards, load_base_policy(root / "base"), fingerprint_dir(root / "base"),
+        write_base_actions(shards, load_base_policy(root / "base"), fingerprint(root / "base"),
                            source=str((root / "base").resolve()))
         train_sigma(shards, root / "run", "tiny", TRAIN, progress=False)
         finetune_base(shards, root / "ft", root / "base", "tiny", TRAIN, progress=False)

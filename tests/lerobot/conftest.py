@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sigma_vla.data.shards import load_shards, read_meta
-from sigma_vla.models import LeRobotPolicyBase
+from sigma_vla.bases.lerobot import LeRobotPolicyBase
 from tests.training.fake_shards import write_fake_shards
 
 IMAGE_SIZE = 32
@@ -68,7 +68,7 @@ def lerobot_base(policy: Any, shards: Path, horizon: int | None = None) -> LeRob
 
 def shard_batch(shards: Path, n: int = 4) -> dict[str, Any]:
     """The first n windows of the shards, as `sigma base-actions` hands them to a base (normalised state)."""
-    from sigma_vla.models.transforms import BatchTransform
+    from sigma_vla.processing.transforms import BatchTransform
 
     data = load_shards(shards)
     return BatchTransform.from_meta(read_meta(shards), None)({k: v[:n] for k, v in data.items()})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sigma_vla.models.base_actions import write_base_actions
+from sigma_vla.bases.actions import write_base_actions
 from sigma_vla.data.schema import BASE_ACTION_KEYS
 from sigma_vla.data.shards import load_shards, read_meta
 from sigma_vla.errors import SigmaError

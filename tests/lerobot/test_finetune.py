@@ -38,7 +38,7 @@ def finite_losses(run) -> list[float]:
 
 @pytest.mark.parametrize("kind", ["act", "diffusion"])
 def test_lerobot_base_fine_tuned_as_the_control_group_through_the_cli(kind, tmp_path, capsys):
-    from sigma_vla.models.lerobot_load import fingerprint
+    from sigma_vla.interop.fingerprint import fingerprint
 
     shards, checkpoint = saved_policy(kind, tmp_path, capsys)
     ref = f"lerobot:{checkpoint}"

@@ -39,7 +39,7 @@ def pi05(tmp_path_factory):
     from lerobot.processor import tokenizer_processor
     from transformers import AutoTokenizer
 
-    from sigma_vla.models.backbone import minilm_path
+    from sigma_vla.interop.hf import minilm_path
 
     root = tmp_path_factory.mktemp("pi05")
     shards = write_fake_shards(root / "shards", n_train=4, n_val=0, with_base=True, image_size=32)

@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from sigma_vla.models import BackboneConfig, HFBackbone, SigmaConfig, SigmaModel, TaskTokens, TextTokenizer, build_backbone
+from sigma_vla.models import BackboneConfig, HFBackbone, SigmaConfig, SigmaModel, build_backbone
+from sigma_vla.processing.text import TaskTokens, TextTokenizer
 from sigma_vla.models.backbone import describe
 
 

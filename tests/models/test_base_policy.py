@@ -9,17 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sigma_vla.models import (
-    BasePolicy,
-    LeRobotPolicyBase,
-    SigmaConfig,
-    SigmaModel,
-    TinyBaseConfig,
-    TinyBasePolicy,
-    load_base_policy,
-    make_fake_batch,
-)
-from sigma_vla.models.action_triple import ActionTriple
+from sigma_vla.bases.lerobot import LeRobotPolicyBase
+from sigma_vla.bases.policy import BasePolicy, TinyBaseConfig, TinyBasePolicy, load_base_policy
+from sigma_vla.models import SigmaConfig, SigmaModel, make_fake_batch
+from sigma_vla.processing.action_triple import ActionTriple
 from sigma_vla.models.config import ConfigError
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.tasks import BaseFinetuneTask
@@ -211,7 +204,7 @@ def test_importing_models_does_not_import_lerobot() -> None:
 
 
 def test_random_shift_moves_each_sample_within_the_pad():
-    from sigma_vla.models.base_vision import random_shift
+    from sigma_vla.bases.vision import random_shift
 
     frames = torch.zeros(64, 3, 16, 16)
     frames[:, :, 8, 8] = 1.0  # one bright pixel
@@ -223,7 +216,7 @@ def test_random_shift_moves_each_sample_within_the_pad():
 
 
 def test_spatial_softmax_finds_the_peak_and_encoders_give_tokens():
-    from sigma_vla.models.base_vision import FlatEncoder, KeypointEncoder, spatial_softmax
+    from sigma_vla.bases.vision import FlatEncoder, KeypointEncoder, spatial_softmax
 
     maps = torch.zeros(1, 1, 5, 5)
     maps[0, 0, 4, 0] = 50.0  # bottom-left corner

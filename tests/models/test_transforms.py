@@ -1,4 +1,4 @@
-"""Shard batch -> model batch (models/transforms.py) and the action triple (models/action_triple.py), shared by
+"""Shard batch -> model batch (processing/transforms.py) and the action triple (processing/action_triple.py), shared by
 training, inference and evaluation."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple, has_actions
-from sigma_vla.models.transforms import BatchTransform, Normalizer
+from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, has_actions
+from sigma_vla.processing.transforms import BatchTransform, Normalizer
 
 
 STATS = {"robot_state": {"mean": [1.0, 2.0], "std": [2.0, 4.0]}, "action": {"mean": [10.0], "std": [5.0]}}

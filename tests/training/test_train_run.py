@@ -55,7 +55,7 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(shards, tmp_path):
 
 
 def test_base_finetune_control_group(shards, tmp_path):
-    from sigma_vla.models import TinyBaseConfig, TinyBasePolicy
+    from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
 
     torch.manual_seed(0)
     TinyBasePolicy(TinyBaseConfig.tiny(instruction="pick and place")).save_pretrained(tmp_path / "base")

@@ -1,9 +1,9 @@
 """`sigma train-base` and `sigma base-actions`: options for the embedded base policy (paper 4.2.1) and nothing else.
 
 train-base: training.run.train_base (the shards' `base` split, one generic instruction that names no zone; see
-docs/architecture.md, "Language that matters"). base-actions: models.base_actions.write_base_actions (the frozen
+docs/architecture.md, "Language that matters"). base-actions: bases.actions.write_base_actions (the frozen
 base's actions into every shard, resumable); the base is an embedded one or a `lerobot:PATH_OR_ID` checkpoint
-(models/lerobot_load.py).
+(interop/lerobot.py).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def base_actions(
 ) -> None:
     """Add the frozen base's actions (base_action_*) to every shard of SHARDS (resumable)."""
     from sigma_vla.data.shards import read_meta
-    from sigma_vla.models.base_actions import write_base_actions
-    from sigma_vla.models.lerobot_load import load_base
+    from sigma_vla.bases.actions import write_base_actions
+    from sigma_vla.bases.resolve import load_base
 
     meta = read_meta(shards)
     policy, fingerprint, source = load_base(base, meta, spec_file=shards / "meta.json")

@@ -99,12 +99,13 @@ def run_train_base(plan: DemoPlan, shards: Path, out: Path) -> Path:
 
 
 def run_base_actions(shards: Path, base: Path) -> None:
-    from sigma_vla.models.base_actions import fingerprint_dir, write_base_actions
-    from sigma_vla.models.base_policy import load_base_policy
+    from sigma_vla.bases.actions import write_base_actions
+    from sigma_vla.bases.resolve import load_base
+    from sigma_vla.data.shards import read_meta
 
     start = _stage("precompute the frozen base's actions into the shards", False)
-    done = write_base_actions(shards, load_base_policy(base), fingerprint_dir(base), progress=True,
-                              source=str(base.resolve()))
+    policy, fingerprint, source = load_base(base, read_meta(shards))
+    done = write_base_actions(shards, policy, fingerprint, progress=True, source=source)
     typer.echo(f"{done['samples']} windows, {done['written']} shard(s) written ({time.perf_counter() - start:.0f} s)")
 
 
@@ -125,15 +126,10 @@ def run_training(plan: DemoPlan, shards: Path, base: Path, out: Path) -> tuple[P
 
 
 def run_evaluation(shards: Path, sigma_run: Path, base_run: Path, out: Path) -> None:
-    from sigma_vla.evaluation.offline import format_table, load_eval_data, run_eval
-    from sigma_vla.inference.policy import calibrate_adapter, load_run_model
-    from sigma_vla.models.transforms import BatchTransform
+    from sigma_vla.evaluation.offline import calibrate_run, format_table, run_eval
 
     start = _stage("evaluate: offline replay of the test windows through five groups", False)
-    model = load_run_model(sigma_run)
-    data, meta = load_eval_data(shards, "train")
-    lang = model.config.language
-    calibrate_adapter(sigma_run, model, data, BatchTransform.from_meta(meta, lang.text_max_len))
+    calibrate_run(sigma_run, shards)
     report = run_eval(sigma_run, shards, out / "eval", "test", 32, base_run)
     typer.echo(format_table(report))
     typer.echo(f"({time.perf_counter() - start:.0f} s) -> {out / 'eval' / 'sigma_eval_report.json'}")

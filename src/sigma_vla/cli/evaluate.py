@@ -1,5 +1,6 @@
-"""`sigma eval`, `sigma rollout`, `sigma report`: options for offline replay (evaluation/offline.py), closed-loop
-rollouts (evaluation/rollout.py) and the HTML report (evaluation/report.py)."""
+"""`sigma calibrate`, `sigma eval`, `sigma rollout`, `sigma report`: options for the adapter's calibration and offline
+replay (evaluation/offline.py), closed-loop rollouts (evaluation/rollout.py) and the HTML report
+(evaluation/report.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,17 @@ from pathlib import Path
 import typer
 
 from sigma_vla.errors import SigmaError
+
+
+def calibrate(
+    run: Path = typer.Argument(..., help="Sigma run directory (from `sigma train`)."),
+    shards: Path = typer.Argument(..., help="The run's shard directory (its train windows are read)."),
+) -> None:
+    """Fit the risk-gated adapter's ranges to the run (paper 4.3) and write RUN/adapter.json."""
+    from sigma_vla.evaluation.offline import calibrate_run
+
+    cfg = calibrate_run(run, shards)
+    typer.echo(f"adapter: tau_max {cfg.tau_max:.4g}, ratio_max {cfg.ratio_max:.4g} -> {run / 'adapter.json'}")
 
 
 def evaluate(

@@ -54,7 +54,7 @@ def check_options(seeds: int, episodes: int, workers: int, steps: int | None, ma
 
 def check_inputs(shards: Path, base: Path) -> None:
     """The shards carry the actions of exactly this base: Sigma's residuals are over them, the control starts from it."""
-    from sigma_vla.models.base_actions import fingerprint_dir
+    from sigma_vla.interop.fingerprint import fingerprint
 
     meta_file = shards / "meta.json"
     if not meta_file.is_file():
@@ -68,9 +68,9 @@ def check_inputs(shards: Path, base: Path) -> None:
     if not record.get("fingerprint"):
         raise SigmaError("the shards hold no base actions; run `sigma base-actions SHARDS --base BASE`",
                          file=meta_file, field="base_actions")
-    if record["fingerprint"] != fingerprint_dir(base):
+    if record["fingerprint"] != fingerprint(base):
         raise SigmaError(f"the shards' base actions come from another base (fingerprint "
-                         f"{str(record['fingerprint'])[:12]}..., this base {fingerprint_dir(base)[:12]}...); rerun "
+                         f"{str(record['fingerprint'])[:12]}..., this base {fingerprint(base)[:12]}...); rerun "
                          "`sigma base-actions` with this base", file=meta_file, field="base_actions.fingerprint")
 
 
@@ -100,9 +100,8 @@ def _stage(text: str, done: bool = False) -> float:
 
 def train_seed(plan: ExperimentPlan, out: Path, seed: int, progress: bool) -> tuple[Path, Path]:
     """Sigma and the control group of one training seed (resumed from a checkpoint if a run was killed)."""
-    from sigma_vla.evaluation.offline import load_eval_data
-    from sigma_vla.inference.policy import ADAPTER_FILE, calibrate_adapter, load_run_model
-    from sigma_vla.models.transforms import BatchTransform
+    from sigma_vla.evaluation.offline import calibrate_run
+    from sigma_vla.layout import ADAPTER_FILE
     from sigma_vla.training.checkpoint import step_dirs
     from sigma_vla.training.run import finetune_base, train_sigma
 
@@ -120,9 +119,7 @@ def train_seed(plan: ExperimentPlan, out: Path, seed: int, progress: bool) -> tu
             result = fit(bool(step_dirs(run)))
             typer.echo(f"{result.steps} steps ({time.perf_counter() - start:.0f} s)")
     if not (sigma / ADAPTER_FILE).is_file():
-        model = load_run_model(sigma)
-        data, meta = load_eval_data(Path(plan.shards), "train")
-        calibrate_adapter(sigma, model, data, BatchTransform.from_meta(meta, model.config.language.text_max_len))
+        calibrate_run(sigma, Path(plan.shards))
     return sigma, control
 
 

@@ -27,9 +27,9 @@ from sigma_vla.cli import base, data, demo, evaluate, experiment, record, serve,
 
 for name, command in [("record", record.record), ("inspect", data.inspect), ("prep", data.prep),
                       ("train-base", base.train_base), ("base-actions", base.base_actions), ("train", train.train),
-                      ("plot-losses", train.plot_losses), ("eval", evaluate.evaluate), ("rollout", evaluate.rollout),
-                      ("report", evaluate.report), ("experiment", experiment.experiment), ("serve", serve.serve),
-                      ("demo", demo.demo)]:
+                      ("plot-losses", train.plot_losses), ("calibrate", evaluate.calibrate),
+                      ("eval", evaluate.evaluate), ("rollout", evaluate.rollout), ("report", evaluate.report),
+                      ("experiment", experiment.experiment), ("serve", serve.serve), ("demo", demo.demo)]:
     app.command(name)(command)
 
 

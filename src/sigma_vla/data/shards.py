@@ -177,3 +177,12 @@ class ShardDataset:
 
     def __getitem__(self, i: int) -> dict[str, "torch.Tensor"]:
         return {k: v[i] for k, v in self.data.items()}
+
+
+def meta_dims(meta: dict[str, Any]) -> tuple[int, int]:
+    """(horizon T, chunk C) of a shards directory's meta.json."""
+    params = meta.get("params") or {}
+    try:
+        return int(params["horizon"]), int(params["chunk"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise SigmaError(f"shard metadata lacks params {err}", file="meta.json", field="params") from err

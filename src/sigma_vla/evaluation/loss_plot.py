@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.outdir import PLOT_FILE, TRAIN_LOG, VAL_LOG, read_csv
+from sigma_vla.layout import PLOT_FILE, TRAIN_LOG, VAL_LOG
+from sigma_vla.outdir import read_csv
 
 
 def _column(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:

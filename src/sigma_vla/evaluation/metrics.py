@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sigma_vla.models.action_triple import SCALES
+from sigma_vla.processing.action_triple import SCALES
 
-# The report's name of each time scale of models.action_triple.SCALES: sigma_eval_report.json says "traj" (its keys
+# The report's name of each time scale of processing.action_triple.SCALES: sigma_eval_report.json says "traj" (its keys
 # `avg_mse_traj`, ... stay comparable with earlier reports).
 REPORT_SCALES = tuple("traj" if s == "trajectory" else s for s in SCALES)
 

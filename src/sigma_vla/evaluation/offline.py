@@ -10,31 +10,21 @@ from pathlib import Path
 
 import torch
 
+from sigma_vla.bases.resolve import load_finetuned_base
 from sigma_vla.data.schema import SPLIT_CODES
 from sigma_vla.data.shards import load_shards, read_meta
 from sigma_vla.errors import SigmaError
 from sigma_vla.evaluation.metrics import HardThresholds, build_report, check_a
 from sigma_vla.evaluation.pt_shards import load_pt_shards
 from sigma_vla.evaluation.replay import replay
-from sigma_vla.inference.policy import load_adapter_config, load_run_model
-from sigma_vla.models.action_triple import BASE_ACTION, has_actions
-from sigma_vla.models.backbone import tokenizer_path
-from sigma_vla.models.base_policy import load_base_policy
-from sigma_vla.models.transforms import BatchTransform, Normalizer
+from sigma_vla.inference.adapter import AdapterConfig
+from sigma_vla.inference.policy import calibrate_adapter, load_adapter_config, load_run_model
+from sigma_vla.layout import POLICY_FILE, RUN_FILE
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir, release_dir
-
-
-def load_finetuned_base(run: Path | None, meta: dict | None = None):
-    """The control group's model (RUN/model of `sigma train --finetune-base`: an embedded base, or a LeRobot
-    checkpoint that reads the evaluated shards' normalisation and tasks, `meta`), or None."""
-    if run is None:
-        return None
-    from sigma_vla.models.run_spec import POLICY_FILE, load_run_base, read_run_spec
-
-    run = Path(run)
-    if not (run / POLICY_FILE).is_file():  # a run from before policy.json: always an embedded base
-        return load_base_policy(run / "model")
-    return load_run_base(run, read_run_spec(run, {}, run / "run.json"), meta)
+from sigma_vla.processing.action_triple import BASE_ACTION, has_actions
+from sigma_vla.processing.recipe import shard_transform, sigma_text
+from sigma_vla.processing.transforms import Normalizer
+from sigma_vla.runs.spec import check_shards_match, read_run_spec
 
 
 def load_eval_data(shards: Path, split: str):
@@ -69,9 +59,7 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     model = load_run_model(run)
     data, meta = load_eval_data(shards, split)
     _check_run_matches(run, meta)
-    cfg = model.config.language
-    transform = BatchTransform.from_meta(meta, cfg.text_max_len if cfg.text_mode == "tokens" else None,
-                                         tokenizer_path(model.config.backbone))
+    transform = shard_transform(meta, sigma_text(model.config))
     norm = Normalizer.from_meta(meta)
     res = replay(model, data, transform, norm.unaction, batch_size, load_finetuned_base(finetuned_base, meta),
                  load_adapter_config(run), progress=progress)
@@ -88,11 +76,21 @@ def run_eval(run: Path, shards: Path, out: Path, split: str = "test", batch_size
     return report
 
 
+def calibrate_run(run: Path, shards: Path) -> AdapterConfig:
+    """`sigma calibrate`: fit the adapter's ranges (paper 4.3) to the run on SHARDS' train windows and write
+    RUN/adapter.json; evaluation, rollouts and the server then gate alike."""
+    model = load_run_model(run)
+    data, meta = load_eval_data(shards, "train")
+    _check_run_matches(Path(run), meta)
+    return calibrate_adapter(run, model, data, shard_transform(meta, sigma_text(model.config)))
+
+
 def _check_run_matches(run: Path, meta: dict) -> None:
     """A run carries its own shapes (RUN/policy.json): any shards of the same robot evaluate it, and others are
     refused in one line. State, actions and base actions are normalised with the evaluated shards' statistics, the
     units their base actions were written in."""
-    from sigma_vla.models.run_spec import POLICY_FILE, check_shards_match, read_run_spec
+    from sigma_vla.layout import POLICY_FILE
+    from sigma_vla.runs.spec import check_shards_match, read_run_spec
 
     if (run / POLICY_FILE).is_file():
         spec = read_run_spec(run, {}, run / "run.json")

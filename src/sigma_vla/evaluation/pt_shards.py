@@ -13,7 +13,7 @@ import torch
 
 from sigma_vla.data.schema import SPLIT_CODES
 from sigma_vla.errors import SigmaError, first_line
-from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, action_keys
+from sigma_vla.processing.action_triple import BASE_ACTION, GT_ACTION, action_keys
 
 REQUIRED = ("robot_state", *action_keys(GT_ACTION))
 

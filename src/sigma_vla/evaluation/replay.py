@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from sigma_vla.evaluation.metrics import REPORT_SCALES
 from sigma_vla.inference.adapter import AdapterConfig, adapt
-from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple, per_sample_mse
+from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, per_sample_mse
 
 GROUPS = ("base_untuned", "base_finetuned", "sigma_tau0", "sigma", "sigma_adapter")
 

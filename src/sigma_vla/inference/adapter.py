@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from sigma_vla.errors import ConfigError
-from sigma_vla.models.action_triple import ActionTriple
+from sigma_vla.processing.action_triple import ActionTriple
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Modes: "base" (the base's chunk only: the untuned control group), "sigma" (base 
 composition), "sigma+adapter" (the residual gated by the adapter). `telepathy=False` forces tau = 0.
 
 Units: observations and returned actions are raw robot units; the model and base work in the shards' normalised
-units (models/transforms.py), so the policy normalises state in and un-normalises actions out.
+units (processing/transforms.py), so the policy normalises state in and un-normalises actions out.
 
 Shape legend (docs/architecture.md): B batch, C chunk, T horizon, Da action dim, Ds state dim, V cameras, S image side.
 """
@@ -29,11 +29,17 @@ import torch
 from sigma_vla_client.ensemble import TemporalEnsemble
 from torch import Tensor
 
+from sigma_vla.bases.policy import BasePolicy
+from sigma_vla.bases.resolve import load_base_run, load_run_base
 from sigma_vla.errors import ConfigError, SigmaError
 from sigma_vla.inference.adapter import AdapterConfig, adapt, risk_terms
-from sigma_vla.models.action_triple import BASE_ACTION, ActionTriple
-from sigma_vla.models.base_policy import BasePolicy
-from sigma_vla.models.transforms import Normalizer
+from sigma_vla.layout import ADAPTER_FILE, MODEL_DIR, POLICY_FILE
+from sigma_vla.models import SigmaModel
+from sigma_vla.outdir import atomic_write_text, read_json
+from sigma_vla.processing.action_triple import BASE_ACTION, ActionTriple
+from sigma_vla.processing.recipe import base_text, live_tokenizer, sigma_text
+from sigma_vla.processing.transforms import Normalizer
+from sigma_vla.runs.spec import read_run_info, read_run_spec, read_sigma_run, run_kind
 
 MODES = ("base", "sigma", "sigma+adapter")
 # What `sigma rollout --policy` accepts: the modes, and Sigma with the telepathy switch off (tau = 0 in closed loop,
@@ -125,7 +131,7 @@ class SigmaPolicy:
         s = self.config.image_size
         vision = (torch.stack(frames)[None] if frames else torch.zeros(1, 0, 3, s, s, dtype=torch.uint8))
         batch = {"robot_state": self.norm.state(state), "vision_inputs": vision,  # (1, Ds), (1, V, 3, S, S)
-                 "task": [instruction]}  # a LeRobot base tokenizes the words itself (models/lerobot_base.py)
+                 "task": [instruction]}  # a LeRobot base tokenizes the words itself (bases/lerobot.py)
         if self.tokenizer is not None:
             batch.update(self.tokenizer([instruction]))  # (1, L) ids and mask
         return batch
@@ -183,13 +189,9 @@ class SigmaPolicy:
 
 
 # ---- loading a policy from a run directory -----------------------------------------------------------------------
-ADAPTER_FILE = "adapter.json"
-
 
 def load_adapter_config(run) -> AdapterConfig:
     """RUN/adapter.json (written by `calibrate_adapter`), else the defaults."""
-    from sigma_vla.outdir import read_json
-
     path = Path(run) / ADAPTER_FILE
     if not path.exists():
         return AdapterConfig()
@@ -227,17 +229,13 @@ def calibrate_adapter(run, model, data: dict[str, Tensor], transform, batch_size
     tau, ratio = torch.cat(taus), torch.cat(ratios)
     cfg = replace(AdapterConfig(), tau_max=float(2 * torch.quantile(tau, 0.99).clamp_min(1e-3)),
                   ratio_max=float(1.5 * torch.quantile(ratio, 0.95).clamp_min(1e-3)))
-    from sigma_vla.outdir import atomic_write_text
-
     atomic_write_text(Path(run) / ADAPTER_FILE, json.dumps(asdict(cfg), indent=1))
     return cfg
 
 
 def load_run_model(run):
     """The trained Sigma of a run directory (RUN/model), frozen, in eval mode."""
-    from sigma_vla.models import SigmaModel
-
-    model_dir = Path(run) / "model"
+    model_dir = Path(run) / MODEL_DIR
     if not (model_dir / "config.json").is_file():
         raise SigmaError("no trained model (model/config.json); did `sigma train` finish?", file=run)
     if not model_dir.resolve().is_relative_to(Path(run).resolve()):
@@ -247,50 +245,19 @@ def load_run_model(run):
     return model.eval()
 
 
-def _run_context(run) -> tuple[dict, dict]:
-    """(run.json, the run's policy spec) of a Sigma run; errors name the file and field."""
-    from sigma_vla.models.run_spec import read_run_spec
-
-    from sigma_vla.outdir import read_json
-
-    run_file = Path(run) / "run.json"
-    if not run_file.exists():
-        raise SigmaError("not a run directory (run.json missing)", file=run_file)
-    info = read_json(run_file)
-    if not isinstance(info, dict) or info.get("kind") != "sigma":
-        got = info.get("kind") if isinstance(info, dict) else type(info).__name__
-        raise SigmaError(f"expected a Sigma run, found kind {got!r}", file=run_file, field="kind")
-    return info, read_run_spec(Path(run), info, run_file)
-
-
-def load_sigma_policy(run, mode: str = "sigma+adapter", base_dir=None, telepathy: bool = True,
+def load_sigma_policy(run, mode: str = "sigma+adapter", telepathy: bool = True,
                       n_action_steps: int = 4) -> SigmaPolicy:
-    """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on (RUN/base,
-    or for an older run the base directory its shards recorded), unless `base_dir` names another."""
-    from sigma_vla.models.backbone import tokenizer_path
-    from sigma_vla.models.base_policy import load_base_policy
-    from sigma_vla.models.lerobot_load import is_lerobot_ref, lerobot_base
-    from sigma_vla.models.run_spec import resolve_base
-    from sigma_vla.models.text import TextTokenizer
-
-    _, spec = _run_context(run)
-    base_dir = base_dir or resolve_base(Path(run), spec)
-    if not base_dir:
-        raise SigmaError("no base policy recorded; pass the base directory", file=Path(run) / "policy.json",
-                         field="base")
-    base = (lerobot_base(base_dir, spec, "base.ref", Path(run) / "policy.json") if is_lerobot_ref(base_dir)
-            else load_base_policy(base_dir))  # a LeRobot checkpoint by its reference, or an embedded base
+    """Base + Sigma + adapter from a run directory; the base is the one whose actions the run trained on."""
+    _, spec = read_sigma_run(Path(run))
+    base = load_run_base(Path(run), spec)
     model = load_run_model(Path(run))
     if len(spec["cameras"]) != model.config.vision.num_cameras:
         raise SigmaError(f"names {len(spec['cameras'])} camera(s), the model was trained on "
-                         f"{model.config.vision.num_cameras}", file=Path(run) / "policy.json", field="cameras")
-    lang = model.config.language
-    tokenizer = (TextTokenizer(lang.text_max_len, tokenizer_path(model.config.backbone))
-                 if lang.text_mode == "tokens" else None)
+                         f"{model.config.vision.num_cameras}", file=Path(run) / POLICY_FILE, field="cameras")
     config, info = _policy_setup(spec, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
                                  adapter=load_adapter_config(run))
-    norm = Normalizer.from_dict(spec["normalization"], Path(run) / "policy.json")
-    return SigmaPolicy(model, base, norm, tokenizer, config, info)
+    norm = Normalizer.from_dict(spec["normalization"], Path(run) / POLICY_FILE)
+    return SigmaPolicy(model, base, norm, live_tokenizer(sigma_text(model.config)), config, info)
 
 
 def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:
@@ -301,47 +268,19 @@ def _policy_setup(spec: dict, **options: Any) -> tuple[PolicyConfig, dict]:
 
 def load_base_only_policy(directory, n_action_steps: int = 4) -> SigmaPolicy:
     """A base on its own as a controller (mode "base"): a `sigma train-base` directory (the untuned base) or a
-    `sigma train --finetune-base` run (the control group, which reads the instruction; an embedded base or a
-    LeRobot checkpoint, models/run_spec.py load_run_base)."""
-    from sigma_vla.models.run_spec import load_run_base, read_run_spec
-    from sigma_vla.models.text import TextTokenizer
-
+    `sigma train --finetune-base` run (the control group, which reads the instruction)."""
     directory = Path(directory)
-    from sigma_vla.outdir import read_json
-
-    name = "run.json" if (directory / "run.json").is_file() else "base_info.json"
-    if not (directory / name).is_file():
-        raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
-    info = read_json(directory / name)
-    if not isinstance(info, dict):
-        raise SigmaError("not a JSON object", file=directory / name)
-    spec = read_run_spec(directory, info, directory / name)
-    base = load_run_base(directory, spec)
-    cfg = getattr(base, "config", None)  # an embedded base's; a LeRobot base tokenizes the task words itself
-    tokenizer = TextTokenizer(cfg.text_max_len) if cfg is not None and cfg.instruction is None else None
+    info, file = read_run_info(directory)
+    spec = read_run_spec(directory, info, file)
+    base = load_base_run(directory, spec)
     config, info = _policy_setup(spec, mode="base", n_action_steps=n_action_steps)
-    norm = Normalizer.from_dict(spec["normalization"], directory / "policy.json")
-    return SigmaPolicy(None, base, norm, tokenizer, config, info)
-
-
-def policy_kind(directory) -> str:
-    """"sigma" for a Sigma run, "base" for a base directory or a fine-tuned-base run."""
-    directory = Path(directory)
-    run_file = directory / "run.json"
-    if not run_file.is_file() and not (directory / "base_info.json").is_file():
-        raise SigmaError("not a run or base directory (run.json missing, no base_info.json)", file=directory)
-    if run_file.is_file():
-        from sigma_vla.outdir import read_json
-
-        info = read_json(run_file)
-        if isinstance(info, dict) and info.get("kind") == "sigma":
-            return "sigma"
-    return "base"
+    norm = Normalizer.from_dict(spec["normalization"], directory / POLICY_FILE)
+    return SigmaPolicy(None, base, norm, live_tokenizer(base_text(base)), config, info)
 
 
 def load_policy(directory, mode: str = "sigma+adapter", n_action_steps: int = 4) -> SigmaPolicy:
     """Any policy `sigma rollout` can run: a Sigma run in one of POLICY_CHOICES, or a base on its own ("base")."""
-    if policy_kind(directory) == "sigma":
+    if run_kind(directory) == "sigma":
         if mode == TAU0:
             return load_sigma_policy(directory, mode="sigma", telepathy=False, n_action_steps=n_action_steps)
         return load_sigma_policy(directory, mode=mode, n_action_steps=n_action_steps)

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from sigma_vla.models.config import SigmaConfig
-from sigma_vla.models.layers import MLP, Attention, TransformerBlock, masked_mean
+from sigma_vla.models.layers import Attention, MLP, TransformerBlock, masked_mean
 from sigma_vla.models.trajectory import TrajectoryCondition, TrajectoryDiT
 
 

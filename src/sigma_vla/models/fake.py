@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from sigma_vla.data.schema import BASE_ACTION_KEYS, SAMPLE_KEYS
-from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, ActionTriple
+from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION
 from sigma_vla.models.config import SigmaConfig
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigma_vla.models.config import SigmaConfig
-from sigma_vla.models.layers import MLP, Attention
+from sigma_vla.models.layers import Attention, MLP
 
 
 class SemanticFactorHead(nn.Module):

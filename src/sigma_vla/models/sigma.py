@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigma_vla.models.action import ActionWorkspace
-from sigma_vla.models.action_triple import ActionTriple
+from sigma_vla.processing.action_triple import ActionTriple
 from sigma_vla.models.backbone import Backbone, build_backbone
 from sigma_vla.models.checkpoint import load_state_checked, read_model_dir, save_model_dir
 from sigma_vla.models.config import SigmaConfig
@@ -152,7 +152,7 @@ class SigmaModel(nn.Module):
             return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         if "text_input_ids" not in batch:
             raise KeyError("batch has no 'text_input_ids': tokenize the task strings with "
-                           "sigma_vla.models.text.TaskTokens (or use text_mode='command_id')")
+                           "sigma_vla.processing.text.TaskTokens (or use text_mode='command_id')")
         ids = batch["text_input_ids"]  # (B, L)
         mask = batch.get("text_attention_mask")
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()  # (B, L)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sigma_vla.models.layers import MLP, Attention, sincos_1d
+from sigma_vla.models.layers import Attention, MLP, sincos_1d
 
 
 @dataclass

@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from sigma_vla.models.config import SigmaConfig
-from sigma_vla.models.layers import MLP, Attention, TransformerBlock, sincos_2d
+from sigma_vla.models.layers import Attention, MLP, TransformerBlock, sincos_2d
 
 
 class PatchEmbed(nn.Module):

@@ -9,8 +9,8 @@ Public API:
 - trainer: train, TrainResult, NonFiniteLossError; tasks: SigmaTask, BaseFinetuneTask
 - logs: TABLE1_COLUMNS (the loss plot of `sigma plot-losses` is evaluation.loss_plot)
 
-Normalisation and the batch transform live in sigma_vla.models.transforms, the action triple and the per-sample MSE
-in sigma_vla.models.action_triple: inference and evaluation share them without importing training
+Normalisation and the batch transform live in sigma_vla.processing.transforms, the action triple and the per-sample MSE
+in sigma_vla.processing.action_triple: inference and evaluation share them without importing training
 (docs/architecture.md, Layers).
 """
 

@@ -2,11 +2,11 @@
 (docs/architecture.md, "Honest evaluation": same train split, same loop, same step budget as Sigma).
 
 `LeRobotFinetuneTask.loss` is LeRobot's `policy.forward(batch) -> (loss, info)` on the batch its own preprocessor
-builds from our shard batch (models/lerobot_finetune.py), as LeRobot's `lerobot-train` calls it. What trains is
+builds from our shard batch (bases/finetune.py), as LeRobot's `lerobot-train` calls it. What trains is
 what the policy itself leaves trainable (pi0.5's train_expert_only, ...), with TrainConfig's one learning rate.
 Checkpoints hold the policy as a LeRobot checkpoint (save_pretrained + processors, safetensors and JSON) beside the
 trainer's optimizer, scheduler and RNG state; the final RUN/model is such a checkpoint, recorded in RUN/policy.json
-(models/run_spec.py, `lerobot_model_record`), so eval and rollout load it back as a base.
+(runs/spec.py, `lerobot_model_record`), so eval and rollout load it back as a base.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sigma_vla.models.lerobot_base import LeRobotPolicyBase
-from sigma_vla.models.lerobot_finetune import load_weights, save_checkpoint, training_batch
-from sigma_vla.models.run_spec import update_model_record
+from sigma_vla.bases.lerobot import LeRobotPolicyBase
+from sigma_vla.bases.finetune import load_weights, save_checkpoint, training_batch
+from sigma_vla.runs.spec import update_model_record
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.distributed import process_state
 from sigma_vla.training.trainer import TrainResult, train

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sigma_vla.outdir import TRAIN_LOG, VAL_LOG, read_csv
+from sigma_vla.layout import TRAIN_LOG, VAL_LOG
+from sigma_vla.outdir import read_csv
 
 __all__ = ["TABLE1_COLUMNS", "TRAIN_COLUMNS", "TRAIN_LOG", "VAL_COLUMNS", "VAL_LOG", "CsvLog", "TensorBoardLog",
            "read_csv"]

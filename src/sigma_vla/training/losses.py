@@ -6,7 +6,7 @@ telepathy-factor terms whose weights `curriculum.py` ramps up.
 
 Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, D width, K semantic factors.
 
-The action triple and the masked per-sample MSE live in models/action_triple.py (evaluation reports the same MSE).
+The action triple and the masked per-sample MSE live in processing/action_triple.py (evaluation reports the same MSE).
 
 Masks: every function takes an optional mask where True (or 1) marks a real element. A mask may cover a prefix of
 the tensor's dims ((B,), (B, T), (B, T, Da)) and is broadcast over the trailing dims. A masked element never enters
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sigma_vla.models.action_triple import SCALES, ActionTriple, per_sample_mse, per_sample_sse
+from sigma_vla.processing.action_triple import ActionTriple, SCALES, per_sample_mse, per_sample_sse
 
 __all__ = ["SCALES", "ActionTriple", "final_actions", "hard_set", "hard_set_size", "info_nce", "l_intent", "l_sem",
            "l_tau", "l_time", "per_sample_mse", "per_sample_sse", "pooled_mse", "residual_weights", "tau_rms",

@@ -5,7 +5,7 @@ step budget). The two base runs share one path through the trainer (`_fit_base_p
 RUN/ holds: run.json (what was trained on what), train_config.json, param_report.json, train_log.csv, val_log.csv,
 checkpoints/step_XXXXXX/, model/ (the final model: model.safetensors + config.json), summary.json, tensorboard/,
 policy.json (what inference needs from the shards) and, for a Sigma run, base/ (its embedded base), so the directory
-serves without its shards or the original base (models/run_spec.py).
+serves without its shards or the original base (runs/spec.py; the names: layout.py).
 A `train-base` directory is itself a base-policy directory (model files copied up) with base_info.json and
 policy.json.
 """
@@ -18,13 +18,19 @@ from typing import Any
 
 import torch
 
+from sigma_vla.bases.lerobot import lerobot_base
+from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
+from sigma_vla.data.shards import ShardDataset, meta_dims
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.action_triple import BASE_ACTION, has_actions
-from sigma_vla.models.base_actions import meta_dims
-from sigma_vla.models.lerobot_load import is_lerobot_ref
-from sigma_vla.models.run_spec import base_record, copy_base, spec_from_meta, write_policy_file
-from sigma_vla.models.transforms import BatchTransform
+from sigma_vla.interop.fingerprint import fingerprint
+from sigma_vla.interop.lerobot import canonical, is_lerobot_ref, resolve
+from sigma_vla.layout import BASE_INFO, MODEL_DIR, RUN_FILE
+from sigma_vla.models import SigmaModel
+from sigma_vla.models.backbone import lerobot_backbone
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
+from sigma_vla.processing.action_triple import BASE_ACTION, has_actions
+from sigma_vla.processing.recipe import base_text, shard_transform, sigma_text
+from sigma_vla.runs.spec import base_record, copy_base, lerobot_model_record, spec_from_meta, write_policy_file
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.distributed import process_state
@@ -33,14 +39,9 @@ from sigma_vla.training.resume import run_settings
 from sigma_vla.training.tasks import BaseFinetuneTask, SigmaTask
 from sigma_vla.training.trainer import TrainResult, train
 
-RUN_FILE = "run.json"
-BASE_INFO = "base_info.json"
-
 
 def load_splits(shards: Path) -> tuple[Any, Any | None, dict]:
     """(train dataset, val dataset or None when the val split is empty, meta)."""
-    from sigma_vla.data.shards import ShardDataset
-
     train_ds = ShardDataset(shards, "train")
     if len(train_ds) == 0:
         raise SigmaError("the train split has no samples", file=shards, field="split")
@@ -103,7 +104,7 @@ def _write_run_file(out: Path, identity: dict[str, Any]) -> None:
 def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], with_base: bool,
                        model: dict[str, Any] | None = None) -> None:
     """RUN/policy.json (+ RUN/base for a Sigma run): what serving, rollouts and eval read instead of the training
-    shards and the original base directory, so the run directory alone is the deployable model (models/run_spec.py).
+    shards and the original base directory, so the run directory alone is the deployable model (runs/spec.py).
     model: what RUN/model is when it is not our own format (a fine-tuned LeRobot checkpoint)."""
     if not process_state().is_main_process:
         return
@@ -122,9 +123,6 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     backbone: a `lerobot:PATH_OR_ID` reference whose own language model (and tokenizer) replaces the experiment's
     backbone (models.backbone.lerobot_backbone). Shards without base actions are refused (a Sigma with no base
     under it) unless no_base says so on purpose."""
-    from sigma_vla.models import SigmaModel
-    from sigma_vla.models.backbone import lerobot_backbone, tokenizer_path
-
     shards, out = Path(shards), Path(out)
     config = resolve_config(experiment, overrides or {}, out if resume else None)
     train_ds, val_ds, meta = load_splits(shards)
@@ -142,8 +140,7 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     check_run_dir(out, "sigma", identity, resume)
     torch.manual_seed(config.seed)  # identical initial weights on every rank and in every rerun
     model = SigmaModel(model_cfg, backbone=module)
-    text_len = model_cfg.language.text_max_len if model_cfg.language.text_mode == "tokens" else None
-    task = SigmaTask(model, config, BatchTransform.from_meta(meta, text_len, tokenizer_path(model_cfg.backbone)))
+    task = SigmaTask(model, config, shard_transform(meta, sigma_text(model_cfg)))
     _write_run_file(out, identity)
     _write_policy_spec(out, meta, {"mode": model_cfg.language.text_mode, "max_len": model_cfg.language.text_max_len},
                        with_base=True)
@@ -186,8 +183,6 @@ def finetune_base(shards: Path, out: Path, base_dir: Path | str, experiment: str
 
 
 def _embedded_to_finetune(base_dir: Path, task_text: bool):
-    from sigma_vla.models.base_policy import TinyBasePolicy
-
     if not (base_dir / "config.json").is_file():
         raise SigmaError("not a base-policy directory (run `sigma train-base` first)", file=base_dir,
                          field="--finetune-base")
@@ -201,9 +196,6 @@ def _lerobot_to_finetune(reference: str, meta: dict[str, Any], shards: Path, tas
                          instruction: str | None):
     """(trainable LeRobotPolicyBase, recorded reference, policy.json's model record) of a `lerobot:` checkpoint,
     its features checked against the shards before the run directory exists."""
-    from sigma_vla.models.lerobot_load import canonical, fingerprint, lerobot_base, resolve
-    from sigma_vla.models.run_spec import lerobot_model_record
-
     field = "--finetune-base"
     if not task_text and not instruction:
         raise SigmaError("a LeRobot base has no fixed instruction of its own: give the one to keep",
@@ -221,9 +213,6 @@ def train_base(shards: Path, out: Path, instruction: str | None, split: str = "b
     Sigma's splits), reading the one `instruction` (None: each window's own task text; the demo passes
     sim.instructions.GENERIC_INSTRUCTION), then frozen. model_options override TinyBaseConfig fields (vision, ...).
     Returns base_info.json's record: split, samples, steps, instruction, shards, last_loss."""
-    from sigma_vla.data.shards import ShardDataset
-    from sigma_vla.models.base_policy import TinyBaseConfig, TinyBasePolicy
-
     shards, out = Path(shards), Path(out)
     data = ShardDataset(shards, split)
     if len(data) == 0:
@@ -242,7 +231,7 @@ def train_base(shards: Path, out: Path, instruction: str | None, split: str = "b
     base = TinyBasePolicy(config)
     claim_dir(out, "base")  # the one output rule: files that are not ours are refused and kept
     result = _fit_base_policy(base, meta, train_cfg, data, None, out, resume=resume, progress=progress)
-    copy_base(out / "model", out)  # OUT/ itself is a base-policy directory (atomic copies, as RUN/base gets)
+    copy_base(out / MODEL_DIR, out)  # OUT/ itself is a base-policy directory (atomic copies, as RUN/base gets)
     last = result.history[-1].get("loss", float("nan")) if result.history else float("nan")
     info = {"split": split, "samples": len(data), "steps": result.steps, "instruction": instruction,
             "shards": str(shards.resolve()), "last_loss": float(last)}
@@ -260,5 +249,5 @@ def _fit_base_policy(base, meta: dict[str, Any], config: TrainConfig, train_ds, 
                      **train_options: Any) -> TrainResult:
     """A base policy through the trainer (BaseFinetuneTask): `train_base` and the control group share this."""
     chunk = meta_dims(meta)[1]
-    task = BaseFinetuneTask(base, config, BatchTransform.from_meta(meta, base.config.text_max_len), chunk)
+    task = BaseFinetuneTask(base, config, shard_transform(meta, base_text(base)), chunk)
     return train(task, train_ds, val_ds, config, out, **train_options)

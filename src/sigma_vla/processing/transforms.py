@@ -6,8 +6,8 @@ x_n = (x - mean) / std with the train split's per-dim statistics (meta["normaliz
 `sigma base-actions` are already in normalised units (BasePolicy.predict_chunk's contract) unless meta says
 otherwise (meta["base_actions"]["units"] == "raw").
 
-This module sits beside the model, not in training/, because inference and evaluation need it as much as the
-trainer does (docs/architecture.md, Layers). A Normalizer round-trips through JSON (to_dict / from_dict, the
+processing/ sits below the model, not in training/: inference and evaluation need it as much as the trainer does
+(docs/architecture.md, Layers); processing/recipe.py builds the transform for a given model. A Normalizer round-trips through JSON (to_dict / from_dict, the
 layout of meta.json["normalization"]) so a run can carry its own statistics.
 
 Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim, Ds state dim, L text length.
@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.action_triple import BASE_ACTION, GT_ACTION, action_keys
+from sigma_vla.processing.action_triple import BASE_ACTION, GT_ACTION, action_keys
+from sigma_vla.processing.text import TaskTokens
 
 ACTION_KEYS = action_keys(GT_ACTION)
 BASE_KEYS = action_keys(BASE_ACTION)
@@ -128,11 +129,9 @@ class BatchTransform:
     @classmethod
     def from_meta(cls, meta: dict[str, Any], text_max_len: int | None, tokenizer: str | None = None) -> BatchTransform:
         """text_max_len None: no text tokens (command-id text mode, or a model that reads task_index). tokenizer:
-        the backbone's tokenizer directory (None: MiniLM's; models.backbone.tokenizer_path)."""
+        the backbone's tokenizer directory (None: MiniLM's). processing/recipe.py picks both for a model."""
         tokens = None
         if text_max_len is not None:
-            from sigma_vla.models.text import TaskTokens
-
             tokens = TaskTokens(meta.get("tasks") or [""], text_max_len, tokenizer)
         units = (meta.get("base_actions") or {}).get("units", "normalized")
         return cls(Normalizer.from_meta(meta), tokens, units)

@@ -1,20 +1,8 @@
-"""A run's own policy.json and base/: what makes a run directory the deployable model.
-
-Training writes RUN/policy.json: everything inference needs besides the weights (normalisation statistics, cameras,
-image side, fps, state/action dims, horizon and chunk, text settings) and the base the run corrects. A Sigma run
-carries its embedded base in RUN/base/ (config.json + model.safetensors, a few MB) and names it by that relative
-path, so `sigma serve`, `sigma rollout` and `sigma eval` need neither the training shards nor the original base
-directory. A base that is not an embedded one (a `lerobot:PATH_OR_ID` checkpoint, or a base added from Python) is
-recorded as its reference string and fingerprint, and checked against the fingerprint when the reference is a local
-directory. A fine-tuned LeRobot base (`sigma train --finetune-base lerobot:...`) is itself a LeRobot checkpoint in
-RUN/model, recorded as {"model": {"format": "lerobot", "path": "model", "fingerprint", "source",
-"source_fingerprint"}} (`lerobot_model_record`); `load_run_base` loads either kind of base run.
-
-Runs written before policy.json existed still load: `read_run_spec` rebuilds the same record from the shards'
-meta.json at the path in run.json, and says in one line when neither is there.
-
-This module sits in models/ because training writes these files and inference reads them, and inference never
-imports training (docs/architecture.md, Layers).
+"""A run's own policy.json and base/: what makes a run directory the deployable model (docs/architecture.md,
+"Data flow"). policy.json holds everything inference needs besides the weights and names the base the run corrects:
+RUN/base by relative path for an embedded base, a reference and fingerprint otherwise. Everything here is read as
+untrusted (docs/reliability.md, "A run is read as untrusted"); runs from before policy.json are rebuilt from their
+shards' meta.json.
 """
 
 from __future__ import annotations
@@ -24,16 +12,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sigma_vla.data.shards import meta_dims, read_meta
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.base_actions import fingerprint_dir, meta_dims
-from sigma_vla.models.lerobot_load import PREFIX as LEROBOT_PREFIX
-from sigma_vla.models.lerobot_load import check_fingerprint, fingerprint
+from sigma_vla.interop.fingerprint import fingerprint, model_dir
+from sigma_vla.interop.lerobot import PREFIX as LEROBOT_PREFIX
+from sigma_vla.interop.lerobot import check_fingerprint
+from sigma_vla.layout import BASE_DIR, BASE_INFO, MODEL_DIR, POLICY_FILE, RUN_FILE
 from sigma_vla.outdir import atomic_write, atomic_write_text, read_json
 
-POLICY_FILE = "policy.json"
-BASE_DIR = "base"  # RUN/base: the embedded base copied into a Sigma run
 SPEC_FORMAT = "sigma-vla-policy/1"
-MODEL_FILES = ("config.json", "model.safetensors")  # what fingerprint_dir hashes and load_base_policy reads
+MODEL_FILES = ("config.json", "model.safetensors")  # what fingerprint hashes and load_base_policy reads
 LEROBOT_FORMAT = "lerobot"
 REQUIRED = ("normalization", "cameras", "image_size", "fps", "state_dim", "action_dim", "horizon", "chunk")
 
@@ -61,31 +49,29 @@ def base_record(run: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     is copied into RUN/base ({"path": "base", "fingerprint"}); anything else is kept as {"ref", "fingerprint"}.
     None when the shards record no base (base actions written from Python without a source)."""
     record = meta.get("base_actions") or {}
-    source, fingerprint = record.get("base"), record.get("fingerprint")
+    source, recorded = record.get("base"), record.get("fingerprint")
     if not source:
         return None
     if str(source).startswith(LEROBOT_PREFIX):  # a LeRobot checkpoint: reloaded by its reference, never copied
-        return {"ref": str(source), "fingerprint": fingerprint}
+        return {"ref": str(source), "fingerprint": recorded}
     kept = _model_dir(Path(run) / BASE_DIR)
-    if kept is not None and fingerprint and fingerprint_dir(kept) == fingerprint:  # a resumed run: already copied
-        return {"path": BASE_DIR, "fingerprint": fingerprint, "source": str(source)}
-    model_dir = _model_dir(Path(source))
-    if model_dir is None:  # a LeRobot path or hub id, or an embedded base that is gone: keep the name
-        return {"ref": str(source), "fingerprint": fingerprint}
+    if kept is not None and recorded and fingerprint(kept) == recorded:  # a resumed run: already copied
+        return {"path": BASE_DIR, "fingerprint": recorded, "source": str(source)}
+    found = _model_dir(Path(source))
+    if found is None:  # a LeRobot path or hub id, or an embedded base that is gone: keep the name
+        return {"ref": str(source), "fingerprint": recorded}
     # The directory changed since `sigma base-actions`: copying it would serve another base than the one whose
     # actions this run learned residuals over.
-    _check_unchanged(model_dir, fingerprint, f"base {source}", "the shards' base actions were written by {want}; "
+    _check_unchanged(found, recorded, f"base {source}", "the shards' base actions were written by {want}; "
                      "rerun `sigma base-actions`", "meta.json", "base_actions.fingerprint")
-    copy_base(model_dir, Path(run) / BASE_DIR)
-    return {"path": BASE_DIR, "fingerprint": fingerprint or fingerprint_dir(model_dir), "source": str(source)}
+    copy_base(found, Path(run) / BASE_DIR)
+    return {"path": BASE_DIR, "fingerprint": recorded or fingerprint(found), "source": str(source)}
 
 
 def _model_dir(path: Path) -> Path | None:
     """The embedded base's model directory at `path` (a `train-base` directory or its model/), else None."""
-    for d in (path, path / "model"):
-        if all((d / name).is_file() for name in MODEL_FILES):
-            return d
-    return None
+    d = model_dir(path)
+    return d if all((d / name).is_file() for name in MODEL_FILES) else None
 
 
 def copy_base(src: Path, dst: Path) -> None:
@@ -102,8 +88,6 @@ def read_run_spec(directory: Path, info: dict[str, Any], info_file: Path) -> dic
     path = Path(directory) / POLICY_FILE
     if path.exists() or path.is_symlink():  # present but not a readable regular file: an error, not the fallback
         return _checked_spec(path)
-    from sigma_vla.data.shards import read_meta
-
     shards = info.get("shards")
     if not shards:
         raise SigmaError(f"no {POLICY_FILE} and no shards recorded", file=info_file, field="shards")
@@ -158,7 +142,7 @@ def _check_types(spec: dict[str, Any], path: Path) -> None:
 def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
     """The base a Sigma run names: RUN/base (checked by fingerprint), a recorded reference that is a local directory
     with the recorded fingerprint, or a `lerobot:` reference (its fingerprint checked when it is a local directory;
-    models/lerobot_load.py loads it). None when the run names no base."""
+    interop/lerobot.py loads it). None when the run names no base."""
     record, path = spec.get("base"), Path(directory) / POLICY_FILE
     if not record:
         return None
@@ -178,13 +162,13 @@ def resolve_base(directory: Path, spec: dict[str, Any]) -> Path | str | None:
         where, field = _inside(Path(directory), record["path"], path, "base.path"), "base.path"
     else:
         where, field = Path(str(record.get("ref"))), "base.ref"
-    model_dir = _model_dir(where)
-    if model_dir is None:
+    found = _model_dir(where)
+    if found is None:
         raise SigmaError(f"base {where} is not a base-policy directory (config.json + model.safetensors)",
                          file=path, field=field)
-    _check_unchanged(model_dir, record.get("fingerprint"), f"base {where}", "the run was trained over {want}", path,
+    _check_unchanged(found, record.get("fingerprint"), f"base {where}", "the run was trained over {want}", path,
                      "base.fingerprint")
-    return model_dir
+    return found
 
 
 def _inside(directory: Path, relative: Any, file: Path, field: str) -> Path:
@@ -196,16 +180,16 @@ def _inside(directory: Path, relative: Any, file: Path, field: str) -> Path:
     root = directory.resolve()
     if not where.resolve().is_relative_to(root):
         raise SigmaError(f"{relative!r} leads outside the run directory; refusing to read it", file=file, field=field)
-    for d in (where, where / "model"):
+    for d in (where, where / MODEL_DIR):
         if d.exists() and not d.resolve().is_relative_to(root):
             raise SigmaError(f"{relative!r} leads outside the run directory; refusing to read it", file=file,
                              field=field)
     return where
 
 
-def _check_unchanged(model_dir: Path, want: str | None, name: str, recorded: str, file: Any, field: str) -> None:
+def _check_unchanged(directory: Path, want: str | None, name: str, recorded: str, file: Any, field: str) -> None:
     """One line when an embedded base's files no longer have the recorded fingerprint (nothing recorded: no check)."""
-    have = fingerprint_dir(model_dir) if want else None
+    have = fingerprint(directory) if want else None
     if want and have != want:
         raise SigmaError(f"{name} has fingerprint {have}, {recorded.format(want=want)}", file=file, field=field)
 
@@ -239,24 +223,32 @@ def update_model_record(run: Path) -> None:
     write_policy_file(run, spec)
 
 
-def load_run_base(directory: Path, spec: dict[str, Any], meta: dict[str, Any] | None = None):
-    """A base run on its own: a fine-tuned LeRobot base (policy.json "model", its fingerprint checked) or an
-    embedded base (`train-base` directory, or a `--finetune-base` run of one). meta: the shards it is evaluated on,
-    whose normalisation and tasks a LeRobot base reads (the same units the replayed windows are in)."""
-    from sigma_vla.models.base_policy import load_base_policy
+# ---- a run or base directory ------------------------------------------------------------------------------------
+def read_run_info(directory: Path) -> tuple[dict[str, Any], Path]:
+    """(run.json, or base_info.json of a `train-base` directory, and that file): one line when neither is there."""
+    directory = Path(directory)
+    name = RUN_FILE if (directory / RUN_FILE).is_file() else BASE_INFO
+    if not (directory / name).is_file():
+        raise SigmaError(f"not a run or base directory ({RUN_FILE} missing, no {BASE_INFO})", file=directory)
+    info = read_json(directory / name)
+    if not isinstance(info, dict):
+        raise SigmaError("not a JSON object", file=directory / name)
+    return info, directory / name
 
-    record = spec.get("model") or {}
-    if record.get("format") != LEROBOT_FORMAT:
-        return load_base_policy(directory)
-    from sigma_vla.models.lerobot_load import lerobot_base
 
-    path, model_dir = Path(directory) / POLICY_FILE, Path(directory) / str(record.get("path") or "model")
-    if not (model_dir / "config.json").is_file():
-        raise SigmaError("no fine-tuned model (model/config.json); did `sigma train --finetune-base` finish?",
-                         file=directory)
-    ref = LEROBOT_PREFIX + str(model_dir.resolve())
-    check_fingerprint(ref, record.get("fingerprint"), path, "model")
-    if meta is not None:
-        spec = {**spec, "normalization": meta.get("normalization") or spec["normalization"],
-                "tasks": meta.get("tasks")}
-    return lerobot_base(ref, spec, "model.path", path)
+def run_kind(directory: Path) -> str:
+    """"sigma" for a Sigma run, "base" for a base directory or a fine-tuned-base run."""
+    info, file = read_run_info(directory)
+    return "sigma" if file.name == RUN_FILE and info.get("kind") == "sigma" else "base"
+
+
+def read_sigma_run(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run.json, the run's policy spec) of a Sigma run; errors name the file and field."""
+    run_file = Path(directory) / RUN_FILE
+    if not run_file.exists():
+        raise SigmaError(f"not a run directory ({RUN_FILE} missing)", file=run_file)
+    info = read_json(run_file)
+    if not isinstance(info, dict) or info.get("kind") != "sigma":
+        got = info.get("kind") if isinstance(info, dict) else type(info).__name__
+        raise SigmaError(f"expected a Sigma run, found kind {got!r}", file=run_file, field="kind")
+    return info, read_run_spec(Path(directory), info, run_file)

@@ -1,7 +1,7 @@
 """The base-policy seam: the frozen VLA that Sigma corrects with residuals (paper 4.2.1, TRAF).
 
 A base is anything that maps an observation batch to an action chunk (B, T, Da) in the shards' normalised units and
-declares its action dim and horizon. `sigma base-actions` runs it once over every shard (models/base_actions.py),
+declares its action dim and horizon. `sigma base-actions` runs it once over every shard (bases/actions.py),
 so training never runs it; `ActionTriple.from_chunk` cuts its chunk into TRAF's three time scales. How to add a base:
 docs/architecture.md.
 - `TinyBasePolicy`: the embedded default, a small ACT-like VLA (conv vision, MiniLM text embedding, state, a small
@@ -23,11 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sigma_vla.bases.vision import FlatEncoder, GridEncoder, KeypointEncoder, random_shift
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.base_vision import FlatEncoder, GridEncoder, KeypointEncoder, random_shift
+from sigma_vla.interop.fingerprint import model_dir
+from sigma_vla.interop.hf import load_minilm
 from sigma_vla.models.checkpoint import CONFIG_FILE, load_state_checked, read_model_dir, save_model_dir
 from sigma_vla.models.config import ConfigError
 from sigma_vla.models.layers import masked_mean
+from sigma_vla.processing.text import TextTokenizer
 
 TINY_BASE_KIND = "sigma-vla/TinyBasePolicy"
 VISION_ENCODERS = ("flat", "keypoints", "grid")
@@ -55,7 +58,7 @@ class TinyBaseConfig:
     action_dim: int = 4
     horizon: int = 16
     num_cameras: int = 1
-    # Camera encoder (models/base_vision.py; docs/closed_loop.md measures them): "flat" (grid cells read by one
+    # Camera encoder (bases/vision.py; docs/closed_loop.md measures them): "flat" (grid cells read by one
     # linear layer into vision_tokens tokens), "keypoints" (spatial softmax, vision_tokens keypoints) or "grid"
     # (one token per cell, the first base's).
     vision: str = "flat"
@@ -114,8 +117,6 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         self.camera_pos = nn.Parameter(torch.randn(max(cfg.num_cameras, 1), n_tokens, w) * 0.02)  # (V, N, W)
         self.text_table = nn.Embedding(cfg.vocab_size, cfg.text_dim, padding_idx=0)
         if cfg.pretrained_text:
-            from sigma_vla.models.backbone import load_minilm
-
             with torch.no_grad():
                 self.text_table.weight.copy_(load_minilm().get_input_embeddings().weight)
         self.text_table.weight.requires_grad_(False)  # frozen MiniLM word embeddings
@@ -164,8 +165,6 @@ class TinyBasePolicy(nn.Module, BasePolicy):
         """config.instruction tokenized once (MiniLM tokenizer), repeated over the batch."""
         text = self.config.instruction
         if self._instruction_cache is None or self._instruction_cache[0] != text:
-            from sigma_vla.models.text import TextTokenizer
-
             enc = TextTokenizer(self.config.text_max_len)([text])
             self._instruction_cache = (text, enc["text_input_ids"], enc["text_attention_mask"])
         _, ids, mask = self._instruction_cache
@@ -205,9 +204,7 @@ def _camera_encoder(cfg: TinyBaseConfig) -> nn.Module:
 def load_base_policy(directory: str | Path) -> BasePolicy:
     """A frozen base from a model directory written by `sigma train-base` (TinyBasePolicy). A LeRobot base is built
     in Python instead: LeRobotPolicyBase(your_policy, ...)."""
-    directory = Path(directory)
-    if not (directory / CONFIG_FILE).is_file() and (directory / "model" / CONFIG_FILE).is_file():
-        directory = directory / "model"  # a training run directory: its final model
+    directory = model_dir(directory)  # a training run directory: its final model
     if not (directory / CONFIG_FILE).is_file():
         raise SigmaError("missing: not a base-policy directory (run `sigma train-base` first)",
                          file=directory / CONFIG_FILE)

@@ -1,5 +1,6 @@
-"""`lerobot:PATH_OR_ID` references: a LeRobot checkpoint loaded with its own pre/post-processors, as Sigma's frozen
-base (LeRobotPolicyBase) or as the owner of the language model Sigma's LoRA goes on (models/backbone.py).
+"""`lerobot:PATH_OR_ID` references: a LeRobot checkpoint found, fingerprinted and loaded with its own
+pre/post-processors, for a frozen base (bases/lerobot.py) or the language model Sigma's LoRA goes on
+(models/backbone.py).
 
 A reference names a LeRobot 0.6.x `save_pretrained` directory (config.json with the policy `type`,
 model.safetensors, policy_preprocessor.json / policy_postprocessor.json and their state files) or a Hugging Face
@@ -9,14 +10,12 @@ downloads) and otherwise fails in one line that says so. The same reference is r
 is a local directory), so eval / rollout / serve of the run reload the same base.
 
 lerobot is imported only inside functions: the default environment has no lerobot, and a `lerobot:` reference
-there is a one-line error naming what to install (docs/architecture.md, "Native LeRobot formats"). What the
-policy's config declares is checked against the shards' meta.json before anything runs (`check_features`).
+there is a one-line error naming what to install (docs/architecture.md, "Native LeRobot formats").
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from sigma_vla.errors import SigmaError, first_line
-from sigma_vla.models.lerobot_base import FeatureMismatch, LeRobotPolicyBase, declared_features
+from sigma_vla.interop.fingerprint import fingerprint
 
 PREFIX = "lerobot:"
 INSTALL = "pip install 'lerobot[pi,smolvla,diffusion]==0.6.1' on Python 3.12"
@@ -82,19 +81,6 @@ def is_local(reference: str) -> bool:
     return Path(reference[len(PREFIX):]).expanduser().is_dir()
 
 
-def fingerprint(directory: Path) -> str:
-    """sha256 over the checkpoint's JSON and safetensors files (weights, config, processors and their statistics),
-    read in blocks: a pi0.5 checkpoint is several GB."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(directory).iterdir()):
-        if path.is_file() and path.suffix in (".json", ".safetensors"):
-            digest.update(path.name.encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def check_fingerprint(reference: str, want: str | None, file: Path, field: str) -> None:
     """A run's recorded LeRobot base or backbone still is the checkpoint it was trained with (local dirs only)."""
     if want and is_local(reference):
@@ -107,7 +93,7 @@ def check_fingerprint(reference: str, want: str | None, file: Path, field: str) 
 def load_policy(reference: str, field: str, processors: bool = True, frozen: bool = True) -> tuple[Any, Any, Any]:
     """(policy in eval mode, preprocessor, postprocessor) from a checkpoint, with LeRobot's own classes: the policy
     class its config.json `type` names, and its saved processor pipelines. frozen=False keeps the requires_grad
-    flags the policy set itself (pi0.5's train_expert_only, ...), for fine-tuning (models/lerobot_finetune.py)."""
+    flags the policy set itself (pi0.5's train_expert_only, ...), for fine-tuning (bases/finetune.py)."""
     require_lerobot(reference, field)
     path = resolve(reference, field)
     try:
@@ -128,44 +114,6 @@ def load_policy(reference: str, field: str, processors: bool = True, frozen: boo
     if frozen:
         policy.requires_grad_(False)
     return policy, pre, post
-
-
-def check_features(policy: Any, meta: dict[str, Any], reference: str, meta_file: Any = "meta.json") -> None:
-    """The policy's declared features against the shards' (or a run's) action dim, state dim, cameras and image
-    size (the last only where the policy does not resize frames): one line naming both sides."""
-    declared = declared_features(policy)
-    side = int((meta.get("params") or {}).get("image_size", meta.get("image_size") or 0))
-    ours = {"action dim": meta.get("action_dim"), "state dim": meta.get("state_dim"),
-            "cameras": sorted(meta.get("cameras") or [])}
-    theirs = {"action dim": declared["action_dim"], "state dim": declared["state_dim"],
-              "cameras": sorted(declared["images"])}
-    for name, have in ours.items():
-        want = theirs[name]
-        if want not in (None, []) and have is not None and have != want:
-            raise FeatureMismatch(f"{name}: the shards have {have}, the policy {reference} declares {want} "
-                                  "(its config.json)", file=meta_file, field=name.replace(" ", "_"))
-    for key, shape in declared["images"].items():
-        if shape and side and not declared["resizes"] and tuple(shape[1:]) != (side, side):
-            raise FeatureMismatch(f"image size: the shards have {side}x{side} px, the policy {reference} declares "
-                                  f"{key} {shape[1]}x{shape[2]} (its config.json); prep the shards with "
-                                  f"--image-size {shape[-1]}", file=meta_file, field="image_size")
-
-
-def lerobot_base(reference: str, spec: dict[str, Any], field: str = "--base", spec_file: Any = "meta.json",
-                 frozen: bool = True) -> LeRobotPolicyBase:
-    """The checkpoint as Sigma's frozen base for shards or a run with this spec (meta.json, or a run's policy.json:
-    normalization, cameras, dims, horizon, tasks, and text.instruction for a control group that reads one fixed
-    instruction): LeRobot's processors work in raw units, so the shards' normalisation is undone before and redone
-    after them (LeRobotPolicyBase). frozen=False: to be fine-tuned (load_policy)."""
-    policy, pre, post = load_policy(reference, field, frozen=frozen)
-    check_features(policy, spec, reference, spec_file)
-    norm = spec["normalization"]
-    stats = {k: (torch.tensor(norm[k]["mean"]), torch.tensor(norm[k]["std"])) for k in ("robot_state", "action")}
-    horizon = int((spec.get("params") or spec)["horizon"])
-    return LeRobotPolicyBase(policy, horizon, camera_keys=list(spec.get("cameras") or []),
-                             action_dim=int(spec["action_dim"]), tasks=spec.get("tasks"), preprocess=pre,
-                             postprocess=post, state_stats=stats["robot_state"], action_stats=stats["action"],
-                             instruction=(spec.get("text") or {}).get("instruction"))
 
 
 def language_model(reference: str, field: str = "--backbone") -> torch.nn.Module:
@@ -198,18 +146,3 @@ def tokenizer_path(reference: str, field: str = "--backbone") -> str:
         raise SigmaError(f"{reference} has no tokenizer step: not a vision-language-action policy", file=path,
                          field=field)
     return str(resolve(names[0], field)) if not Path(names[0]).is_dir() else names[0]
-
-
-def load_base(reference: str | Path, spec: dict[str, Any], field: str = "--base", spec_file: Any = "meta.json"):
-    """(base, fingerprint, recorded source) for `--base`: a `lerobot:` reference, or an embedded base directory
-    (`sigma train-base`), loaded and fingerprinted as before."""
-    if is_lerobot_ref(str(reference)):
-        source = canonical(str(reference), field)
-        base = lerobot_base(source, spec, field, spec_file)
-        return base, fingerprint(resolve(source, field)), source
-    from sigma_vla.models.base_actions import fingerprint_dir
-    from sigma_vla.models.base_policy import load_base_policy
-
-    directory = Path(reference)
-    base = load_base_policy(directory)
-    return base, fingerprint_dir(directory), str(directory.resolve())

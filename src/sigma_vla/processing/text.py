@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sigma_vla.interop import lerobot as lerobot_refs
+from sigma_vla.interop.hf import minilm_path, quiet_transformers
+
 
 @lru_cache(maxsize=4)
 def _load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
-
-    from sigma_vla.models.backbone import quiet_transformers
 
     with quiet_transformers():
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -34,8 +35,6 @@ class TextTokenizer:
     def __init__(self, max_len: int, path: str | None = None):
         if max_len < 2:
             raise ValueError(f"max_len must be >= 2 (room for [CLS] and [SEP]), got {max_len}")
-        from sigma_vla.models.backbone import minilm_path
-
         self.max_len = max_len
         self.tokenizer = _load_tokenizer(path or minilm_path())
 
@@ -67,3 +66,10 @@ def tokenize(texts: Sequence[str], max_len: int) -> dict[str, Tensor]:
     """One-shot helper: task strings -> {'text_input_ids', 'text_attention_mask'} with the MiniLM tokenizer."""
     return TextTokenizer(max_len)(texts)
 
+
+def tokenizer_path(backbone: Any) -> str | None:
+    """A backbone config's own tokenizer directory (paper 5.3: tokenizer and embedding table must match); None is
+    MiniLM's WordPiece vocabulary, which the 'minilm' and 'bert' kinds share."""
+    if backbone.kind != "lerobot":
+        return None
+    return lerobot_refs.tokenizer_path(str(backbone.ref), "backbone.ref")

@@ -12,7 +12,6 @@ Shape legend (docs/architecture.md): B batch, T horizon, C chunk, Da action dim.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from sigma_vla.data.shards import open_shard, read_meta, shard_paths, write_shard
+from sigma_vla.data.shards import meta_dims, open_shard, read_meta, shard_paths, write_shard
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.action_triple import BASE_ACTION, ActionTriple, action_keys
-from sigma_vla.models.transforms import BatchTransform
 from sigma_vla.outdir import atomic_write_text
+from sigma_vla.processing.action_triple import BASE_ACTION, ActionTriple, action_keys
+from sigma_vla.processing.recipe import base_text, shard_transform
 
 BASE_KEYS = action_keys(BASE_ACTION)
 
@@ -47,7 +46,7 @@ def write_base_actions(shards: Path, policy: Any, fingerprint: str, batch_size: 
     finished = set(record.get("done_shards", [])) if record.get("fingerprint") == fingerprint else set()
     record = {"fingerprint": fingerprint, "units": "normalized", "horizon": horizon, "chunk": chunk,
               "base": source, "done_shards": sorted(finished), "status": "in_progress"}
-    transform = _base_transform(meta, policy)
+    transform = shard_transform(meta, base_text(policy))
     paths = shard_paths(shards)
     counts = {"shards": len(paths), "written": 0, "skipped": 0, "samples": 0}
     for path in tqdm(paths, desc="base actions", unit="shard", disable=not progress):
@@ -89,30 +88,3 @@ def _rewrite_shard(path: Path, policy: Any, transform: Any, horizon: int, chunk:
     tensors.update(ActionTriple.from_chunk(pred, chunk).as_dict(BASE_ACTION))
     write_shard(path, {k: v.contiguous().numpy() for k, v in tensors.items()})
     return n
-
-
-def _base_transform(meta: dict[str, Any], policy: Any) -> BatchTransform:
-    """Shard batch -> the base's input: normalised state, text tokens of the task (if the base reads them)."""
-    config = getattr(policy, "config", None)
-    text_len = getattr(config, "text_max_len", None) if getattr(config, "instruction", None) is None else None
-    return BatchTransform.from_meta(meta, text_len)
-
-
-def meta_dims(meta: dict[str, Any]) -> tuple[int, int]:
-    """(horizon T, chunk C) of a shards directory's meta.json."""
-    params = meta.get("params") or {}
-    try:
-        return int(params["horizon"]), int(params["chunk"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise SigmaError(f"shard metadata lacks params {err}", file="meta.json", field="params") from err
-
-
-def fingerprint_dir(directory: Path) -> str:
-    """sha256 of a model directory's weights and config: which base wrote the base actions."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file() and (directory / "model" / "config.json").is_file():
-        directory = directory / "model"
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        digest.update((directory / name).read_bytes())
-    return digest.hexdigest()[:16]

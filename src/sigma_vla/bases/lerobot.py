@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.models.base_policy import BasePolicy
+from sigma_vla.bases.policy import BasePolicy
+from sigma_vla.interop.lerobot import load_policy
 
 Stats = tuple[Tensor, Tensor]  # (mean, std), each (dim,)
 STATE_KEY, IMAGES_KEY, ACTION_KEY = "observation.state", "observation.images", "action"  # LeRobot's constants
@@ -96,7 +97,7 @@ class LeRobotPolicyBase(BasePolicy):
 
     def observation(self, batch: dict[str, Any], raw_state: Tensor) -> dict[str, Any]:
         """Cameras as float in [0, 1] under LeRobot's keys, the raw-unit state (B, Ds) and the task strings: shared
-        by inference (to_lerobot) and fine-tuning on raw shard batches (models/lerobot_finetune.py)."""
+        by inference (to_lerobot) and fine-tuning on raw shard batches (bases/finetune.py)."""
         out: dict[str, Any] = {}
         frames = batch.get("vision_inputs")
         for i, key in enumerate(self.camera_keys):
@@ -203,3 +204,41 @@ def declared_features(policy: Any) -> dict[str, Any]:
 
 def _chw(shape: tuple[int, ...]) -> str:
     return f"{shape[0]}x{shape[1]}x{shape[2]} (CxHxW)" if len(shape) == 3 else str(list(shape))
+
+
+def check_features(policy: Any, meta: dict[str, Any], reference: str, meta_file: Any = "meta.json") -> None:
+    """The policy's declared features against the shards' (or a run's) action dim, state dim, cameras and image
+    size (the last only where the policy does not resize frames): one line naming both sides."""
+    declared = declared_features(policy)
+    side = int((meta.get("params") or {}).get("image_size", meta.get("image_size") or 0))
+    ours = {"action dim": meta.get("action_dim"), "state dim": meta.get("state_dim"),
+            "cameras": sorted(meta.get("cameras") or [])}
+    theirs = {"action dim": declared["action_dim"], "state dim": declared["state_dim"],
+              "cameras": sorted(declared["images"])}
+    for name, have in ours.items():
+        want = theirs[name]
+        if want not in (None, []) and have is not None and have != want:
+            raise FeatureMismatch(f"{name}: the shards have {have}, the policy {reference} declares {want} "
+                                  "(its config.json)", file=meta_file, field=name.replace(" ", "_"))
+    for key, shape in declared["images"].items():
+        if shape and side and not declared["resizes"] and tuple(shape[1:]) != (side, side):
+            raise FeatureMismatch(f"image size: the shards have {side}x{side} px, the policy {reference} declares "
+                                  f"{key} {shape[1]}x{shape[2]} (its config.json); prep the shards with "
+                                  f"--image-size {shape[-1]}", file=meta_file, field="image_size")
+
+
+def lerobot_base(reference: str, spec: dict[str, Any], field: str = "--base", spec_file: Any = "meta.json",
+                 frozen: bool = True) -> LeRobotPolicyBase:
+    """The checkpoint as Sigma's frozen base for shards or a run with this spec (meta.json, or a run's policy.json:
+    normalization, cameras, dims, horizon, tasks, and text.instruction for a control group that reads one fixed
+    instruction): LeRobot's processors work in raw units, so the shards' normalisation is undone before and redone
+    after them (LeRobotPolicyBase). frozen=False: to be fine-tuned (load_policy)."""
+    policy, pre, post = load_policy(reference, field, frozen=frozen)
+    check_features(policy, spec, reference, spec_file)
+    norm = spec["normalization"]
+    stats = {k: (torch.tensor(norm[k]["mean"]), torch.tensor(norm[k]["std"])) for k in ("robot_state", "action")}
+    horizon = int((spec.get("params") or spec)["horizon"])
+    return LeRobotPolicyBase(policy, horizon, camera_keys=list(spec.get("cameras") or []),
+                             action_dim=int(spec["action_dim"]), tasks=spec.get("tasks"), preprocess=pre,
+                             postprocess=post, state_stats=stats["robot_state"], action_stats=stats["action"],
+                             instruction=(spec.get("text") or {}).get("instruction"))
