@@ -25,9 +25,9 @@ import torch
 
 from sigma_vla.evaluation.offline import load_eval_data
 from sigma_vla.inference.policy import load_run_model
+from sigma_vla.outdir import atomic_write_text
 from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, per_sample_mse
 from sigma_vla.processing.transforms import BatchTransform
-from sigma_vla.outdir import atomic_write_text
 
 
 def first_close(data: dict[str, torch.Tensor]) -> dict[int, int]:

@@ -68,10 +68,10 @@ def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict
     import torch
 
     from sigma_vla.models import SigmaModel, make_fake_batch
+    from sigma_vla.processing.transforms import BatchTransform
     from sigma_vla.training.optim import build_optimizer
     from sigma_vla.training.registry import get_experiment
     from sigma_vla.training.tasks import SigmaTask
-    from sigma_vla.processing.transforms import BatchTransform
 
     exp = get_experiment(experiment)
     traf = exp.train.traf if hard else dataclasses.replace(exp.train.traf, rho=0.0, lambda_hard=0.0)
@@ -139,8 +139,8 @@ def _control_step(batch_size: int):
     """The control group's step: the demo's embedded base (TinyBaseConfig defaults), fully fine-tuned."""
     import torch
 
-    from sigma_vla.models import make_fake_batch
     from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
+    from sigma_vla.models import make_fake_batch
     from sigma_vla.processing.transforms import BatchTransform
     from sigma_vla.training.optim import build_optimizer
     from sigma_vla.training.registry import get_experiment

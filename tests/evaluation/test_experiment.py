@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,10 +96,10 @@ def test_shards_from_another_base_are_refused(tmp_path):
 def test_experiment_end_to_end_resumes_and_refuses_another_plan(tmp_path):
     """Two seeds of a tiny Sigma and control over a tiny base, two episodes per set; a rerun keeps every finished
     stage, and a rerun asking other episodes is refused in one line."""
-    from sigma_vla.data.prep import PrepConfig, run_prep
     from sigma_vla.bases.actions import write_base_actions
-    from sigma_vla.interop.fingerprint import fingerprint
     from sigma_vla.bases.policy import load_base_policy
+    from sigma_vla.data.prep import PrepConfig, run_prep
+    from sigma_vla.interop.fingerprint import fingerprint
     from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
     from sigma_vla.sim.record import RecordConfig, record_dataset
     from sigma_vla.training.run import train_base

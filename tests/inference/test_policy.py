@@ -8,10 +8,10 @@ import torch
 
 from dataclasses import replace
 
+from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
 from sigma_vla.errors import SigmaError
 from sigma_vla.inference.policy import PolicyConfig, SigmaPolicy
 from sigma_vla.models import SigmaConfig, SigmaModel
-from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
 from sigma_vla.processing.text import TextTokenizer
 from sigma_vla.processing.transforms import Normalizer
 from sigma_vla.sim.so101 import STATE_NAMES

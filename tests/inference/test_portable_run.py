@@ -66,8 +66,8 @@ def _train_all(root: Path) -> Path:
         train_base(shards, root / "base", None, split="train", steps=2, batch_size=4, progress=False,
                    model_options=BASE_OPTIONS)
         from sigma_vla.bases.actions import write_base_actions
-        from sigma_vla.interop.fingerprint import fingerprint
         from sigma_vla.bases.policy import load_base_policy
+        from sigma_vla.interop.fingerprint import fingerprint
 
         write_base_actions(shards, load_base_policy(root / "base"), fingerprint(root / "base"),
                            source=str((root / "base").resolve()))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from sigma_vla.data.shards import load_shards, read_meta
 from sigma_vla.bases.lerobot import LeRobotPolicyBase
+from sigma_vla.data.shards import load_shards, read_meta
 from tests.training.fake_shards import write_fake_shards
 
 IMAGE_SIZE = 32

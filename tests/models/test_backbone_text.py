@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sigma_vla.models import BackboneConfig, HFBackbone, SigmaConfig, SigmaModel, build_backbone
-from sigma_vla.processing.text import TaskTokens, TextTokenizer
 from sigma_vla.models.backbone import describe
+from sigma_vla.processing.text import TaskTokens, TextTokenizer
 
 
 def test_lora_trains_only_the_attention_projections() -> None:

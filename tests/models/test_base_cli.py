@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy, load_base_policy
 from sigma_vla.data.schema import BASE_ACTION_KEYS, SPLIT_CODES
 from sigma_vla.data.shards import write_shard
-from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy, load_base_policy
 from sigma_vla.models import SigmaConfig, make_fake_batch
 from tests.conftest import run_cli
 

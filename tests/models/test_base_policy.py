@@ -12,8 +12,8 @@ from torch import Tensor
 from sigma_vla.bases.lerobot import LeRobotPolicyBase
 from sigma_vla.bases.policy import BasePolicy, TinyBaseConfig, TinyBasePolicy, load_base_policy
 from sigma_vla.models import SigmaConfig, SigmaModel, make_fake_batch
-from sigma_vla.processing.action_triple import ActionTriple
 from sigma_vla.models.config import ConfigError
+from sigma_vla.processing.action_triple import ActionTriple
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.tasks import BaseFinetuneTask
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import sigma_vla.sim.record as rec
-from sigma_vla.sim.so101 import STATE_NAMES
 from sigma_vla.errors import SigmaError
 from sigma_vla.sim.instructions import TEMPLATES_BY_ID, ZONES
 from sigma_vla.sim.record import RecordConfig, episode_seed, plan_instruction, record_dataset
+from sigma_vla.sim.so101 import STATE_NAMES
 from tests.conftest import run_cli
 
 CAM = "observation.images.front"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sigma_vla.errors import SigmaError
-from sigma_vla.sim.instructions import ZONES
 from sigma_vla.sim import so101
+from sigma_vla.sim.instructions import ZONES
 from sigma_vla.sim.so101 import (MIN_GOAL_DISTANCE, STATE_NAMES, SO101Sim, probe_render, resample_block_xy,
                                   reset_goal_xy)
 

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sigma_vla.errors import SigmaError, first_line
 from sigma_vla.bases.lerobot import ACTION_KEY, LeRobotPolicyBase
+from sigma_vla.errors import SigmaError, first_line
 
 PAD_KEY = "action_is_pad"  # LeRobot's name for the padding mask of the action targets
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # what a policy's save_pretrained writes

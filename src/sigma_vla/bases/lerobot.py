@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sigma_vla.errors import SigmaError
 from sigma_vla.bases.policy import BasePolicy
+from sigma_vla.errors import SigmaError
 from sigma_vla.interop.lerobot import load_policy
 
 Stats = tuple[Tensor, Tensor]  # (mean, std), each (dim,)

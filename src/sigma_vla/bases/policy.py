@@ -64,11 +64,11 @@ class TinyBaseConfig:
     vision: str = "flat"
     vision_tokens: int = 8
     grid: int = 6  # conv features pooled to grid x grid cells per camera, whatever the image side
-    augment_shift: int = 0  # random-shift augmentation in training, pixels (0: off; measured no help here)
+    augment_shift: int = 0  # random-shift augmentation in training, pixels (0: off)
     width: int = 128
     layers: int = 2
     heads: int = 4
-    dropout: float = 0.0  # 0.1 cost grasp precision (docs/closed_loop.md)
+    dropout: float = 0.0  # docs/closed_loop.md, "What made the base pick"
     text_max_len: int = 24
     pretrained_text: bool = True  # MiniLM's word-embedding table (frozen); False: a random table (tests)
     vocab_size: int = 30522

@@ -48,9 +48,9 @@ def base_actions(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Add the frozen base's actions (base_action_*) to every shard of SHARDS (resumable)."""
-    from sigma_vla.data.shards import read_meta
     from sigma_vla.bases.actions import write_base_actions
     from sigma_vla.bases.resolve import load_base
+    from sigma_vla.data.shards import read_meta
 
     meta = read_meta(shards)
     policy, fingerprint, source = load_base(base, meta, spec_file=shards / "meta.json")

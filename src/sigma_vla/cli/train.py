@@ -61,18 +61,11 @@ def train(
     from sigma_vla.training.run import finetune_base as run_base
     from sigma_vla.training.run import train_sigma
 
-    from sigma_vla.training.config import MIXED_PRECISION  # lazily: torch is not needed for `sigma --help`
-
-    if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
-        raise SigmaError(f"must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}",
-                         field="--mixed-precision")
     if not shards.is_dir():
         raise SigmaError("not a directory", file=shards)
-    if extend_steps and not (resume and steps is not None):
-        raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
-    overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-                 "residual_lr_scale": residual_lr_scale, "mixed_precision": mixed_precision, "seed": seed,
-                 "checkpoint_every": checkpoint_every}
+    overrides = train_overrides(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                                residual_lr_scale=residual_lr_scale, mixed_precision=mixed_precision, seed=seed,
+                                checkpoint_every=checkpoint_every)
     if backbone is not None and not backbone.startswith("lerobot:"):
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:
@@ -92,6 +85,20 @@ def train(
         last = result.history[-1] if result.history else {}
         loss = f", last loss {last['loss']:.4g}" if "loss" in last else ""
         typer.echo(f"trained {result.steps} steps ({result.skipped_steps} skipped){loss}; run in {out}")
+
+
+def train_overrides(**options: object) -> dict[str, object]:
+    """The TrainConfig fields given on the command line (None: the experiment's value), checked by TrainConfig
+    itself so the CLI holds no rule of its own; an error names the option."""
+    from sigma_vla.models.config import ConfigError
+    from sigma_vla.training.config import TrainConfig  # lazily: torch is not needed for `sigma --help`
+
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        TrainConfig().replace(**given)
+    except ConfigError as err:
+        raise SigmaError(err.message, field="--" + (err.field or "").replace("_", "-")) from None
+    return given
 
 
 def plot_losses(

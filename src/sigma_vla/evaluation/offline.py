@@ -89,11 +89,8 @@ def _check_run_matches(run: Path, meta: dict) -> None:
     """A run carries its own shapes (RUN/policy.json): any shards of the same robot evaluate it, and others are
     refused in one line. State, actions and base actions are normalised with the evaluated shards' statistics, the
     units their base actions were written in."""
-    from sigma_vla.layout import POLICY_FILE
-    from sigma_vla.runs.spec import check_shards_match, read_run_spec
-
     if (run / POLICY_FILE).is_file():
-        spec = read_run_spec(run, {}, run / "run.json")
+        spec = read_run_spec(run, {}, run / RUN_FILE)
         check_shards_match(spec, meta, run / POLICY_FILE)
         ours = (spec.get("base") or {}).get("fingerprint") if isinstance(spec.get("base"), dict) else None
         theirs = (meta.get("base_actions") or {}).get("fingerprint")

@@ -19,7 +19,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from sigma_vla.interop import lerobot as lerobot_refs

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from sigma_vla.data.schema import BASE_ACTION_KEYS, SAMPLE_KEYS
-from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION
 from sigma_vla.models.config import SigmaConfig
+from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION
 
 
 def make_fake_batch(config: SigmaConfig, batch_size: int, seed: int = 0, with_base_actions: bool = False,

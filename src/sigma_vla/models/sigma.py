@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigma_vla.models.action import ActionWorkspace
-from sigma_vla.processing.action_triple import ActionTriple
 from sigma_vla.models.backbone import Backbone, build_backbone
 from sigma_vla.models.checkpoint import load_state_checked, read_model_dir, save_model_dir
 from sigma_vla.models.config import SigmaConfig
@@ -35,6 +34,7 @@ from sigma_vla.models.language import LanguageWorkspace
 from sigma_vla.models.layers import masked_mean
 from sigma_vla.models.trajectory import TrajectoryCondition
 from sigma_vla.models.vision import VisionWorkspace
+from sigma_vla.processing.action_triple import ActionTriple
 
 CHECKPOINT_KIND = "sigma-vla/SigmaModel"
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from sigma_vla.interop import lerobot as lerobot_refs

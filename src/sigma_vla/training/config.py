@@ -82,9 +82,8 @@ class TrainConfig:
     warmup_steps: int = 10
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
-    # The telepathy residual head (g and tau_high: SigmaTask's "residual" group) learns at this multiple of lr. The
-    # paper has one rate; over 800 demo steps the carry correction grew too slowly (a third of what the words
-    # ask for) and 4 placed more blocks in the instructed zone (docs/closed_loop.md, "A faster residual head").
+    # The telepathy residual head (g and tau_high: SigmaTask's "residual" group) learns at this multiple of lr; the
+    # paper has one rate (docs/closed_loop.md, "A faster residual head").
     residual_lr_scale: float = 1.0
     grad_clip: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -145,8 +144,8 @@ class TrainConfig:
         return dataclasses.replace(cur, ramp_steps=max(1, round(self.planned_steps * self.ramp_fraction)))
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (None values are ignored, so CLI options can pass through)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields changed (validated again), as SigmaConfig.replace."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

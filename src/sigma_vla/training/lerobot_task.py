@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sigma_vla.bases.lerobot import LeRobotPolicyBase
 from sigma_vla.bases.finetune import load_weights, save_checkpoint, training_batch
+from sigma_vla.bases.lerobot import LeRobotPolicyBase
 from sigma_vla.runs.spec import update_model_record
 from sigma_vla.training.config import TrainConfig
 from sigma_vla.training.distributed import process_state

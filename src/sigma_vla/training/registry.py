@@ -45,13 +45,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "demo": Experiment(
         "demo", "embedded default: MiniLM + LoRA r=16, about 8 min on a 2-core CPU", "embedded",
-        # 1200 steps x 16 samples at about 0.4 s a step on 2 quiet cores: the demo's Sigma stage, about 8 minutes
-        # (docs/closed_loop.md, "A quiet machine": 800, 1200 and 1600 steps, and the residual head at 4, 8 and
-        # 16 x lr, where two seeds at 8 x differed by more than the rates did). The residual
-        # floor weighs windows by the correction they ask for: without it Sigma's carry corrections leaked into
-        # the approach (+69% chunk error before the grasp after 1200 steps) and cost the grasp; with it +5%
-        # (docs/closed_loop.md, "Paired twins"). lr 2e-3 learned less than 5e-4 (same page), but the residual head
-        # alone at 4 x 5e-4 placed more blocks in the instructed zone ("A faster residual head").
+        # Steps, the residual head's rate and the residual floor: each measured in closed loop, docs/closed_loop.md
+        # ("A quiet machine", "A faster residual head", "Paired twins", "Does Sigma help? Three seeds").
         TrainConfig(steps=1200, batch_size=16, lr=5e-4, residual_lr_scale=4.0, warmup_steps=15, checkpoint_every=200,
                     keep_last=2, val_every=200, val_batches=3, traf=TrafConfig(residual_floor=0.1)),
     ),

@@ -61,10 +61,13 @@ def check_task_index(task_index: torch.Tensor | None, tasks: list[str], shards: 
                          "meta.json); rerun `sigma prep`", file=shards, field="task_index")
 
 
-def resolve_config(name: str, overrides: dict[str, Any], resume_dir: Path | None = None) -> TrainConfig:
-    """The experiment's TrainConfig with CLI overrides (None = keep); a bad value is a ConfigError naming the field.
+def resolve_config(name: str, overrides: dict[str, Any], resume_dir: Path | None = None,
+                   extend_steps: bool = False) -> TrainConfig:
+    """The experiment's TrainConfig with overrides; a bad value is a ConfigError naming the field.
     On resume the run's own settings (RUN/train_config.json) come first, so `--resume` alone continues the run as it
     was started and an option given is compared with them by the trainer (resume.py)."""
+    if extend_steps and (resume_dir is None or "steps" not in overrides):
+        raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
     base = (run_settings(resume_dir) if resume_dir is not None else None) or get_experiment(name).train
     return base.replace(**overrides)
 
@@ -124,7 +127,7 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     backbone (models.backbone.lerobot_backbone). Shards without base actions are refused (a Sigma with no base
     under it) unless no_base says so on purpose."""
     shards, out = Path(shards), Path(out)
-    config = resolve_config(experiment, overrides or {}, out if resume else None)
+    config = resolve_config(experiment, overrides or {}, out if resume else None, extend_steps)
     train_ds, val_ds, meta = load_splits(shards)
     model_cfg = model_config_for(meta, get_experiment(experiment).model_preset_config())
     module = None
@@ -160,7 +163,7 @@ def finetune_base(shards: Path, out: Path, base_dir: Path | str, experiment: str
     False keeps the base's fixed instruction (an embedded base's own; for a LeRobot base, which has none,
     `instruction`)."""
     shards, out = Path(shards), Path(out)
-    config = resolve_config(experiment, overrides or {}, out if resume else None)
+    config = resolve_config(experiment, overrides or {}, out if resume else None, extend_steps)
     train_ds, val_ds, meta = load_splits(shards)
     lerobot = is_lerobot_ref(str(base_dir))
     if lerobot:

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, has_actions
 from sigma_vla.bases.policy import TINY_BASE_KIND
 from sigma_vla.models.checkpoint import load_state_checked, read_model_dir
 from sigma_vla.models.sigma import CHECKPOINT_KIND
+from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, has_actions
 from sigma_vla.processing.transforms import BatchTransform
 from sigma_vla.training import losses
 from sigma_vla.training.config import TrainConfig
