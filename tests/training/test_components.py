@@ -67,7 +67,7 @@ def test_train_config_json_round_trip_and_validation():
     with pytest.raises(ConfigError, match="unknown key") as err:  # the generic config reader, nested keys too
         TrainConfig.from_dict({**cfg.to_dict(), "traf": {**cfg.to_dict()["traf"], "gamma": 1.0}})
     assert err.value.field == "traf"
-    assert cfg.replace(steps=None).steps == cfg.steps  # None = keep (CLI pass-through)
+    assert cfg.replace(ramp_fraction=None).ramp_fraction is None  # None is a value
     assert TrainConfig(steps=130).curriculum().ramp_steps == 82  # Table 1's ramp
     with pytest.raises(ConfigError, match="residual_floor must be > 0") as err:
         TrafConfig(residual_floor=0.0)

@@ -63,13 +63,14 @@ def check_task_index(task_index: torch.Tensor | None, tasks: list[str], shards: 
 
 def resolve_config(name: str, overrides: dict[str, Any], resume_dir: Path | None = None,
                    extend_steps: bool = False) -> TrainConfig:
-    """The experiment's TrainConfig with overrides; a bad value is a ConfigError naming the field.
+    """The experiment's TrainConfig with overrides (a None override is one not given); a bad value is a
+    ConfigError naming the field.
     On resume the run's own settings (RUN/train_config.json) come first, so `--resume` alone continues the run as it
     was started and an option given is compared with them by the trainer (resume.py)."""
-    if extend_steps and (resume_dir is None or "steps" not in overrides):
+    if extend_steps and (resume_dir is None or overrides.get("steps") is None):
         raise SigmaError("goes with --resume and a new --steps", field="--extend-steps")
     base = (run_settings(resume_dir) if resume_dir is not None else None) or get_experiment(name).train
-    return base.replace(**overrides)
+    return base.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def check_run_dir(out: Path, kind: str, identity: dict[str, Any], resume: bool) -> None:
