@@ -18,7 +18,7 @@ action_is_pad, as LeRobot's dataset clamps to the episode and marks the padding.
 frame repeated, as LeRobot's dataset gives them at an episode's first frame and as LeRobotPolicyBase fills the
 queues at inference.
 
-lerobot is never imported here: the policy and its processors are duck-typed objects loaded by lerobot_load.py.
+lerobot is never imported here: the policy and its processors are duck-typed objects loaded by interop/lerobot.py.
 Shape legend (docs/architecture.md): B batch, T horizon, H the policy's action steps, Da action dim, Ds state dim.
 """
 
