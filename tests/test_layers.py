@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sigma_vla"
 
-CORE = {"errors", "layout", "outdir"}
+CORE = {"errors", "layout", "outdir", "progress"}
 BELOW_MODELS = CORE | {"data", "interop", "processing"}
 BELOW_BASES = BELOW_MODELS | {"models", "runs"}
 # layer -> the sigma_vla layers it may import (besides itself)
@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "layout": set(),
     "outdir": {"errors", "layout"},
+    "progress": set(),
     "interop": CORE,
     "data": CORE,
     "processing": CORE | {"data", "interop"},

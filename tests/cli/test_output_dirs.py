@@ -1,4 +1,4 @@
-"""One rule for every command that writes a directory (sigma_vla.outdir, README "Reliability"): a directory
+"""One rule for every command that writes a directory (sigma_vla.outdir, docs/reliability.md): a directory
 holding files that are not ours is refused in one line naming a file, exit 2, and every file is kept; a path that
 cannot be written is one line too."""
 

@@ -1,4 +1,4 @@
-"""Usage errors print the usage line and the message and exit 2, for every command (README, Reliability): typer
+"""Usage errors print the usage line and the message and exit 2, for every command (docs/reliability.md): typer
 carries its own copy of click, whose exceptions the CLI must still recognise."""
 
 from __future__ import annotations

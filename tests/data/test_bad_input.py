@@ -1,4 +1,4 @@
-"""Bad input gets a one-line error naming the file and the field, exit code 2 (README, "Bad input"), no traceback,
+"""Bad input gets a one-line error naming the file and the field, exit code 2 (docs/reliability.md), no traceback,
 and no partial output. Each case mutates a copy of the real SO-101 recording."""
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from sigma_vla.data.shards import meta_dims, open_shard, read_meta, shard_paths, write_shard
 from sigma_vla.errors import SigmaError
 from sigma_vla.outdir import atomic_write_text
 from sigma_vla.processing.action_triple import BASE_ACTION, ActionTriple, action_keys
 from sigma_vla.processing.recipe import base_text, shard_transform
+from sigma_vla.progress import Progress
 
 BASE_KEYS = action_keys(BASE_ACTION)
 
@@ -49,7 +49,7 @@ def write_base_actions(shards: Path, policy: Any, fingerprint: str, batch_size: 
     transform = shard_transform(meta, base_text(policy))
     paths = shard_paths(shards)
     counts = {"shards": len(paths), "written": 0, "skipped": 0, "samples": 0}
-    for path in tqdm(paths, desc="base actions", unit="shard", disable=not progress):
+    for path in Progress(paths, desc="base actions", unit="shard", enabled=progress):
         if path.name in finished and _has_base_actions(path):  # the record is a hint, the shard is the truth
             counts["skipped"] += 1
             continue

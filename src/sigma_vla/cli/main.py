@@ -1,6 +1,6 @@
 """The `sigma` command line. Each sub-command lives in its own module; this file only registers them and turns
 SigmaError into a one-line message with a non-zero exit (no traceback for bad input), and usage errors into the
-usage line plus the message, exit 2 (README, Reliability)."""
+usage line plus the message, exit 2 (docs/reliability.md)."""
 
 from __future__ import annotations
 

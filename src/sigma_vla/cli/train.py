@@ -70,21 +70,34 @@ def train(
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:
         raise SigmaError("--backbone is Sigma's; the control group keeps its base", field="--backbone")
-    if finetune_base is not None:
-        from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
+    from sigma_vla.training.trainer import TrainingInterrupted
 
-        result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after,
-                          task_text=not keep_base_instruction, extend_steps=extend_steps,
-                          instruction=GENERIC_INSTRUCTION)
-    else:
-        result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps, backbone,
-                             no_base)
+    try:
+        if finetune_base is not None:
+            from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
+
+            result = run_base(shards, out, finetune_base, config, overrides, resume, progress, stop_after,
+                              task_text=not keep_base_instruction, extend_steps=extend_steps,
+                              instruction=GENERIC_INSTRUCTION)
+        else:
+            result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps,
+                                 backbone, no_base)
+    except TrainingInterrupted as stop:
+        typer.echo(f"{stop.describe()}\nresume with: {resume_command(sys.argv[1:])}", err=True)
+        raise typer.Exit(130) from None
     from accelerate.state import PartialState
 
     if PartialState().is_main_process:
         last = result.history[-1] if result.history else {}
         loss = f", last loss {last['loss']:.4g}" if "loss" in last else ""
         typer.echo(f"trained {result.steps} steps ({result.skipped_steps} skipped){loss}; run in {out}")
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that continues this one: the same arguments with --resume (options must match the run's)."""
+    import shlex
+
+    return shlex.join(["sigma", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def train_overrides(**options: object) -> dict[str, object]:

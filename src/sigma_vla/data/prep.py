@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sigma_vla.data.lerobot import ACTION_KEY, STATE_KEY, LeRobotDataset
 from sigma_vla.data.schema import META_FILE, SHARD_PATTERN, SPLIT_CODES
@@ -27,6 +26,7 @@ from sigma_vla.data.video import decode_frames, probe_video
 from sigma_vla.data.windows import assign_splits, episode_windows, pad_steps, parse_split
 from sigma_vla.errors import SigmaError, first_line
 from sigma_vla.outdir import check_dir, claim_dir, release_dir
+from sigma_vla.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def _scan(ds: LeRobotDataset, cfg: PrepConfig, progress: bool) -> tuple[dict[int
             probe_video(path)  # corrupt files fail here, before any shard exists
     columns, counts = {}, {}
     stats = {"windows_total": 0, "windows_dropped_static": 0, "episodes_too_short": 0}
-    for ep in tqdm(ds.episodes, desc="scan", unit="ep", disable=not progress, leave=False):
+    for ep in Progress(ds.episodes, desc="scan", unit="ep", enabled=progress, leave=False):
         cols = ds.episode_columns(ep)
         check_columns(ds, ep, cols)
         starts, _, _, _, dropped = episode_windows(cols["action"], cfg.horizon, cfg.min_action_norm, cfg.stride,
@@ -267,7 +267,7 @@ def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int
 
 def _write_all(ds: LeRobotDataset, jobs: list, writer: ShardWriter, workers: int, progress: bool,
                columns: dict[int, dict]) -> None:
-    bar = tqdm(total=len(jobs), desc="prep", unit="ep", disable=not progress)
+    bar = Progress(total=len(jobs), desc="prep", unit="ep", enabled=progress)
     try:
         if workers <= 1:
             for samples in (episode_samples(ds, *job, cols=columns[job[0]]) for job in jobs):

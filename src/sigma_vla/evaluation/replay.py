@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from sigma_vla.evaluation.metrics import REPORT_SCALES
 from sigma_vla.inference.adapter import AdapterConfig, adapt
-from sigma_vla.processing.action_triple import ActionTriple, BASE_ACTION, GT_ACTION, per_sample_mse
+from sigma_vla.processing.action_triple import BASE_ACTION, GT_ACTION, ActionTriple, per_sample_mse
+from sigma_vla.progress import Progress
 
 GROUPS = ("base_untuned", "base_finetuned", "sigma_tau0", "sigma", "sigma_adapter")
 
@@ -57,7 +57,7 @@ def replay(model, data: dict[str, Tensor], transform: Callable, unnormalize: Cal
     every = max(1, -(-n // batch_size) // num_examples) if num_examples else 0
     chunk_len = ActionTriple.from_batch(data, GT_ACTION).chunk.shape[1]
     starts = range(0, n, batch_size)
-    for b, start in enumerate(tqdm(starts, desc="eval", unit="batch", disable=not progress)):
+    for b, start in enumerate(Progress(starts, desc="eval", unit="batch", enabled=progress)):
         batch = transform({k: v[start:start + batch_size] for k, v in data.items()})
         base, gt = ActionTriple.from_batch(batch, BASE_ACTION), ActionTriple.from_batch(batch, GT_ACTION)
         groups = {"base_untuned": base}

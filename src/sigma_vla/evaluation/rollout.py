@@ -270,14 +270,13 @@ def run_rollouts(job: RolloutJob, specs: list[EpisodeSpec], out: Path, animation
                  progress: bool = True, label: str = "rollout") -> dict:
     """Run the planned episodes; write rollouts.json and a few GIFs into out; return the summary. `out` follows the
     one output rule (sigma_vla.outdir): new, or ours from an earlier rollout; anything else is refused and kept."""
-    from tqdm import tqdm
-
     from sigma_vla.outdir import atomic_write_text, claim_dir, release_dir
+    from sigma_vla.progress import Progress
 
     created = claim_dir(out, "rollout")
     results = []
-    bar = tqdm(iter_episodes(job, specs, animations, workers), total=len(specs), desc=label, unit="ep",
-               disable=not progress)
+    bar = Progress(iter_episodes(job, specs, animations, workers), total=len(specs), desc=label, unit="ep",
+                   enabled=progress)
     try:
         for res, frames in bar:
             if frames:

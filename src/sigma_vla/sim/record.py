@@ -314,15 +314,15 @@ def dataset_spec(config: RecordConfig) -> DatasetSpec:
 
 def record_dataset(config: RecordConfig, out: Path, progress: bool = True) -> RecordSummary:
     """Record `config.episodes` attempts into a new LeRobot v3.0 dataset at `out` (atomically)."""
-    from tqdm import tqdm
+    from sigma_vla.progress import Progress
 
     out = Path(out)
     check_output_dir(out)  # fail before minutes of simulation, and again before the final rename
     start = time.perf_counter()
     kept, discarded, frames = 0, [], 0
     with LeRobotV30Writer(out, dataset_spec(config)) as writer:
-        bar = tqdm(iter_attempts(config), total=config.episodes, desc="record", unit="attempt",
-                   disable=not progress)
+        bar = Progress(iter_attempts(config), total=config.episodes, desc="record", unit="attempt",
+                       enabled=progress)
         for results in bar:
             if all(r.success for r in results):  # a pair is kept whole or not at all
                 for result in results:

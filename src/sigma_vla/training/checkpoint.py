@@ -132,6 +132,14 @@ def step_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if STEP_RE.match(p.name)) if root.is_dir() else []
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a `step_XXXXXX` directory holds."""
+    match = STEP_RE.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"not a checkpoint directory name: {path}")
+    return int(match.group(1))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = complete_checkpoints(run_dir)
     return found[-1] if found else None

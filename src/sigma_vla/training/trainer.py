@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from sigma_vla.errors import SigmaError
 from sigma_vla.outdir import atomic_dir, writer_lock
+from sigma_vla.progress import Progress
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.batches import BatchPlan, collate, sequential_batches
 from sigma_vla.training.config import TrainConfig
@@ -55,6 +56,25 @@ class TrainTask(Protocol):
 
 class NonFiniteLossError(SigmaError):
     """Too many non-finite steps in a row: the run stops, its last good checkpoint intact."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: where it stopped and what survives, for the command to say how to resume (still a
+    KeyboardInterrupt to every caller that does not ask)."""
+
+    def __init__(self, step: int, steps: int, checkpoint: Path | None):
+        super().__init__(step)
+        self.step, self.steps, self.checkpoint = step, steps, checkpoint
+
+    def describe(self) -> str:
+        if self.checkpoint is None:
+            kept = "no checkpoint yet, so a resume starts from step 0"
+        else:
+            saved = ckpt.checkpoint_step(self.checkpoint)
+            lost = self.step - saved
+            kept = (f"last checkpoint {self.checkpoint} (step {saved})"
+                    + (f"; the {lost} steps since are not saved" if lost > 0 else ""))
+        return f"interrupted at step {self.step} of {self.steps}; {kept}"
 
 
 @dataclass
@@ -158,10 +178,19 @@ class _Loop:
 
     def run(self, train_data: Dataset, val_data: Dataset | None, progress: bool,
             stop_after: int | None = None) -> list[dict]:
-        from tqdm.auto import tqdm
+        bar = Progress(total=self.cfg.steps, initial=self.state["step"], desc="train", unit="step",
+                       enabled=progress and self.acc.is_main_process)
+        try:
+            history = self._steps(train_data, val_data, bar, stop_after)
+        except KeyboardInterrupt:
+            bar.close()
+            raise TrainingInterrupted(self.state["step"], self.cfg.steps,
+                                      ckpt.latest_checkpoint(self.run_dir)) from None
+        bar.close()
+        return history
 
-        bar = tqdm(total=self.cfg.steps, initial=self.state["step"], desc="train", unit="step",
-                   disable=not (progress and self.acc.is_main_process))
+    def _steps(self, train_data: Dataset, val_data: Dataset | None, bar: Progress,
+               stop_after: int | None) -> list[dict]:
         history = []
         last_saved = self.state["step"] if self.state["step"] else None
         end = self.cfg.steps if stop_after is None else min(self.cfg.steps, stop_after)
@@ -170,21 +199,27 @@ class _Loop:
             if row is None:
                 continue
             history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}")
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4g}")
             step = self.state["step"]
             if self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
                 self.save()
                 last_saved = step
             if val_data is not None and self.cfg.val_every and step % self.cfg.val_every == 0:
-                self.validate(val_data)
-        bar.close()
+                self._report_val(self.validate(val_data), bar)
         if last_saved != self.state["step"]:
             self.save()
         done = self.state["step"] >= self.cfg.steps
         if done and val_data is not None and self.cfg.val_every and self.state["step"] % self.cfg.val_every:
-            self.validate(val_data)
+            self._report_val(self.validate(val_data), bar)
         return history
+
+    def _report_val(self, row: dict, bar: Progress) -> None:
+        if row.get("val_loss") is None or not self.acc.is_main_process:
+            return
+        bar.set_postfix(val=f"{row['val_loss']:.4g}")
+        bar.note(f"step {row['step']}: validation loss {row['val_loss']:.4g}"
+                 + (f" (action loss {row['val_L_act']:.4g})" if row.get("val_L_act") is not None else ""))
 
     def step(self, data: Dataset) -> dict | None:
         t, cfg, acc = self.state["step"], self.cfg, self.acc
