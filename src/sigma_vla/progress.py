@@ -62,7 +62,7 @@ class Progress:
         self.fields: dict[str, str] = {}
         self.every_s = every_s
         self.t0 = self.last = time.perf_counter()
-        self.bar = None
+        self.bar, self.leave = None, leave
         if enabled and is_terminal(self.stream):
             from tqdm import tqdm
 
@@ -99,7 +99,7 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.enabled and self.n > self.start and self.last is not None:
+        elif self.enabled and self.leave and self.n > self.start and self.last is not None:
             self._print_line()
         self.last = None  # closed: later updates print nothing more
 
