@@ -209,12 +209,14 @@ def experiment(
 
     open_experiment(out, plan)
     start = time.perf_counter()
+    from sigma_vla.training.trainer import TrainingInterrupted
+
     command = shlex.join(["sigma", *sys.argv[1:]])
     try:
         with writer_lock(out):  # one experiment per DIR at a time
             record = run_experiment(plan, out, workers, progress, command=command)
     except KeyboardInterrupt as stop:
-        where = f" ({stop.describe()})" if hasattr(stop, "describe") else ""
+        where = f" ({stop.describe()})" if isinstance(stop, TrainingInterrupted) else ""
         typer.echo(f"interrupted{where}; every finished stage is kept\nresume with: {command}", err=True)
         raise typer.Exit(130) from None
     typer.echo("\n" + format_table(record))

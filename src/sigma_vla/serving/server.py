@@ -11,9 +11,9 @@ the connection that used the least model time recently goes first (fair.py). Tor
 kernels, so the loop keeps answering other connections, pings and /healthz while a model call runs, and torch's
 thread-local state (grad mode) is the same for every call.
 
-Limits (also in the metadata message, docs/pipeline.md, "Serving a real robot"): a message up to `max_message_bytes` is
-decoded; one between that and `hard_limit_factor` times it is read and answered with a "too_large" error (the
-connection stays up); websockets closes anything bigger with 1009 (message too big) before buffering it, and the
+Limits (also in the metadata message; docs/pipeline.md, "Serving a real robot"): a message up to
+`max_message_bytes` is decoded; one between that and `hard_limit_factor` times it is read and answered with a
+"too_large" error (the connection stays up); websockets closes anything bigger with 1009 (message too big) before buffering it, and the
 server stays up. Memory held for clients is bounded by max_connections x max_queue x the hard limit
 (32 x 2 x 16 MiB by default; lower them on a small box). A connection idle for `idle_timeout` seconds is closed,
 and when every slot is taken a new client takes the slot of one idle for `evict_idle_after` seconds

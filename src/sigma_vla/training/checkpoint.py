@@ -151,7 +151,7 @@ def verify(path: Path) -> str | None:
     manifest = _manifest(path) if path.is_dir() else None
     if manifest is None:
         return f"{MANIFEST} missing or unreadable"
-    if not manifest.get("complete") or manifest.get("step") != int(STEP_RE.match(path.name).group(1)):
+    if not manifest.get("complete") or manifest.get("step") != checkpoint_step(path):
         return f"{MANIFEST} does not describe a complete checkpoint of this step"
     files = manifest.get("files")
     if isinstance(files, list):
@@ -228,7 +228,7 @@ def prune(run_dir: Path, keep_last: int) -> list[Path]:
         for path in done[:-keep_last]:
             _discard(path)
             removed.append(path)
-    newest = int(STEP_RE.match(done[-1].name).group(1)) if done else -1
+    newest = checkpoint_step(done[-1]) if done else -1
     for path in root.glob(f"{TMP_PREFIX}step_*") if root.is_dir() else []:
         step = _manifest(path).get("step", -1) if _is_ours(path) else None
         if step is not None and step <= newest:  # a crashed or superseded save of ours
