@@ -46,7 +46,8 @@ def rollout(
     out: Path = typer.Option(..., "--out", help="Where rollouts.json and the animations go."),
     episodes: int = typer.Option(20, help="Closed-loop episodes."),
     seed: int = typer.Option(0, help="Rollout seed (disjoint from recording seeds)."),
-    policy: str = typer.Option("sigma+adapter", help="base | sigma | sigma+adapter | sigma-tau0 (Sigma with tau forced to 0); a base directory: base."),
+    policy: str = typer.Option("sigma", help="sigma | sigma+adapter | sigma-tau0 (Sigma with tau forced to 0) | base; "
+                                             "a base directory: base."),
     templates: str = typer.Option("held-out", help="Instruction templates: held-out | seen | all."),
     instruction: str = typer.Option(None, "--instruction", help="Your own instruction (with --zone)."),
     zone: str = typer.Option(None, "--zone", help="The zone your instruction means (near_left ... far_right)."),
