@@ -136,7 +136,7 @@ def test_client_raises_on_error_reply_and_keeps_serving(server):
 def test_client_refuses_a_message_over_the_servers_limit(server):
     with PolicyClient("127.0.0.1", server.port) as client:
         obs = make_obs()
-        obs["observation.images.front"] = np.zeros((256, 256, 3), np.uint8)
+        obs["observation.state"] = np.zeros(32 * 1024, np.float32)  # 128 KB (a wrong-sized frame is refused first)
         with pytest.raises(PolicyClientError, match="exceeds the server's limit"):
             client.infer(obs, "x")
         assert client.infer(make_obs(), "x")["risk"]["calls"] == 1.0
