@@ -151,7 +151,8 @@ def run_rollout_stage(plan: DemoPlan, sigma_run: Path, base_run: Path, out: Path
 
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", metavar="DIR", help="Where every stage writes (resumable)."),
-    quick: bool = typer.Option(False, "--quick", help="A small, fast run: the same stages on fewer episodes and steps."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="A small, fast run: the same stages on fewer episodes and steps."),
 ) -> None:
     """Run the pipeline end to end on the embedded default (SO-101 simulator) and say what it produced.
 

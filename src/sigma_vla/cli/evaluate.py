@@ -29,7 +29,8 @@ def evaluate(
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Where sigma_eval_report.json goes."),
     split: str = typer.Option("test", metavar="NAME", help="Split to replay."),
     batch_size: int = typer.Option(32, metavar="N", help="Windows per batch."),
-    finetuned_base: Path = typer.Option(None, metavar="RUN", help="Run directory of `sigma train --finetune-base` (control group)."),
+    finetuned_base: Path = typer.Option(None, metavar="RUN",
+                                        help="Run directory of `sigma train --finetune-base` (control group)."),
     bootstrap: int = typer.Option(1000, metavar="N", help="Bootstrap resamples over episodes for the 95% intervals."),
 ) -> None:
     """Replay the same windows through base untuned / fine-tuned, Sigma tau=0, Sigma, Sigma + adapter."""
