@@ -1,4 +1,4 @@
-"""`sigma demo --quick`: every stage end to end on the embedded default (slow: about 3 minutes)."""
+"""`sigma demo --quick`: every stage end to end on the embedded default (slow: about 2 minutes on 2 CPU cores)."""
 
 from __future__ import annotations
 

@@ -134,7 +134,30 @@ def test_real_fixture_state_only(tmp_path):
     meta = run_prep(FIXTURE, tmp_path / "s", PrepConfig(state_only=True), progress=False)
     assert meta["num_samples"] == 1492 - 4 * 15
     assert meta["state_dim"] == 6 and meta["cameras"] == []
-    assert ShardDataset(tmp_path / "s")[0]["vision_inputs"].shape == (0, 3, 128, 128)
+    assert ShardDataset(tmp_path / "s")[0]["vision_inputs"].shape == (0, 3, 480, 480)  # 640 x 480: no frame
+
+
+def test_the_image_size_defaults_to_the_recordings_own(tmp_path):
+    """--image-size used to default to 128 px and upscale a 64 px recording silently."""
+    root = write_mini_dataset(tmp_path / "ds", "v3.0", (8, 8), size=16)
+    meta = run_prep(root, tmp_path / "s", PrepConfig(horizon=4, chunk=2), progress=False)
+    assert meta["params"]["image_size"] == 16
+    assert load_shards(tmp_path / "s")["vision_inputs"].shape[1:] == (1, 3, 16, 16)
+    assert run_prep(root, tmp_path / "s", PrepConfig(horizon=4, chunk=2), progress=False)["status"] == "complete"
+
+
+def test_the_recordings_size_is_read_from_info_json_and_a_larger_size_warns(real_v30):
+    ds = LeRobotDataset(real_v30)
+    assert [ds.frame_size(k) for k in ds.camera_keys] == [(480, 640), (480, 640)]
+    assert prep_mod.frame_side(ds) == 480  # the shorter side: no axis is upscaled
+    assert prep_mod.upscale_warning(ds, 480) is None and prep_mod.upscale_warning(ds, None) is None
+    line = prep_mod.upscale_warning(ds, 512)
+    assert "upscaled" in line and "observation.images.front 480x640" in line and "\n" not in line
+    info = json.loads((real_v30 / "meta/info.json").read_text())  # a recording that lists channels first
+    info["features"]["observation.images.top"].update(shape=[3, 240, 320], names=["channels", "height", "width"])
+    (real_v30 / "meta/info.json").write_text(json.dumps(info))
+    ds = LeRobotDataset(real_v30)
+    assert ds.frame_size("observation.images.top") == (240, 320) and prep_mod.frame_side(ds) == 240
 
 
 def test_held_out_template_episodes_only_in_test():

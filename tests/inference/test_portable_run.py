@@ -155,8 +155,8 @@ def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(t
     assert code == 0, err
     assert json.loads((tmp_path / "eval" / "sigma_eval_report.json").read_text())["groups"]
     pytest.importorskip("mujoco")
-    code, out, err = run_cli(["rollout", moved / "run", "--out", tmp_path / "roll", "--episodes", "1",
-                              "--max-steps", "3", "--animations", "0"], capsys)
+    code, out, err = run_cli(["rollout", moved / "run", "--policy", "sigma+adapter", "--out", tmp_path / "roll",
+                              "--episodes", "1", "--max-steps", "3", "--animations", "0"], capsys)
     assert code == 0, err
     assert (tmp_path / "roll" / "rollouts.json").is_file()
 

@@ -91,8 +91,8 @@ def test_lerobot_base_end_to_end_through_the_cli(kind, tmp_path, capsys):
     assert code == 0, err
     assert json.loads((tmp_path / "eval" / "sigma_eval_report.json").read_text())["groups"]
     pytest.importorskip("mujoco")
-    code, out, err = run_cli(["rollout", run, "--out", tmp_path / "roll", "--episodes", "1", "--max-steps", "3",
-                              "--animations", "0"], capsys)
+    code, out, err = run_cli(["rollout", run, "--policy", "sigma+adapter", "--out", tmp_path / "roll",
+                              "--episodes", "1", "--max-steps", "3", "--animations", "0"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "roll" / "rollouts.json").read_text())
     actions = served_actions(run)
@@ -120,7 +120,8 @@ def test_a_changed_checkpoint_is_refused_by_the_run(tmp_path, capsys):
     assert run_cli(["train", shards, "--out", tmp_path / "run", *TRAIN], capsys)[0] == 0
     config = json.loads((checkpoint / "config.json").read_text())
     (checkpoint / "config.json").write_text(json.dumps({**config, "temporal_ensemble_coeff": 0.01}))
-    code, _, err = run_cli(["rollout", tmp_path / "run", "--out", tmp_path / "roll", "--episodes", "1"], capsys)
+    code, _, err = run_cli(["rollout", tmp_path / "run", "--policy", "sigma+adapter", "--out", tmp_path / "roll",
+                            "--episodes", "1"], capsys)
     assert code == 2 and "base.fingerprint" in err and "the run was trained over" in err, err
 
 

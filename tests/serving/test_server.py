@@ -125,8 +125,8 @@ def test_client_gives_up_after_bounded_retries():
 def test_client_raises_on_error_reply_and_keeps_serving(server):
     with PolicyClient("127.0.0.1", server.port) as client:
         bad = make_obs()
-        bad["observation.state"] = bad["observation.state"].astype(np.float64)
-        with pytest.raises(PolicyServerError, match="dtype float64") as info:
+        bad["observation.state"] = np.zeros(DS + 1, np.float32)  # the client casts a float64 state, not this
+        with pytest.raises(PolicyServerError, match=rf"shape \[{DS + 1}\], expected \[{DS}\]") as info:
             client.infer(bad, "x")
         assert info.value.code == "bad_request"
         assert client.infer(make_obs(), "x")["risk"]["calls"] == 1.0
@@ -136,7 +136,7 @@ def test_client_raises_on_error_reply_and_keeps_serving(server):
 def test_client_refuses_a_message_over_the_servers_limit(server):
     with PolicyClient("127.0.0.1", server.port) as client:
         obs = make_obs()
-        obs["observation.images.front"] = np.zeros((256, 256, 3), np.uint8)
+        obs["observation.state"] = np.zeros(32 * 1024, np.float32)  # 128 KB (a wrong-sized frame is refused first)
         with pytest.raises(PolicyClientError, match="exceeds the server's limit"):
             client.infer(obs, "x")
         assert client.infer(make_obs(), "x")["risk"]["calls"] == 1.0

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from sigma_vla.training import checkpoint as ckpt
 from sigma_vla.training.config import TrainConfig
@@ -92,3 +93,34 @@ def test_nonfinite_streak_stops_with_last_good_checkpoint(tmp_path):
 def test_full_trainable_reports_more(tmp_path):
     res = train(ToyTask(), toy_data(), None, CFG.replace(steps=1, trainable="full"), tmp_path, progress=False)
     assert json.loads((tmp_path / "param_report.json").read_text())["trainable"] == 58 and res.steps == 1
+
+
+class _Unused(nn.Module):
+    """A weight no loss reaches; loss_free says whether the model expects that (as models/action.py's fusion)."""
+
+    def __init__(self, loss_free: bool):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(2))
+        self.loss_free = loss_free
+
+
+@pytest.mark.parametrize("loss_free", [True, False])
+def test_the_start_prints_totals_and_only_leftovers_the_model_does_not_expect(loss_free, tmp_path, capsys):
+    task = ToyTask()
+    task.model.extra = _Unused(loss_free)
+    groups = task.param_groups
+    task.param_groups = lambda trainable: {**groups(trainable),
+                                           "extra": list(task.model.extra.named_parameters(prefix="extra"))}
+    train(task, toy_data(), None, CFG.replace(steps=1), tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "trainable 18 of 60 parameters" in out and "optimizer groups" not in out
+    assert ("extra.w" in out) is (not loss_free)
+    report = json.loads((tmp_path / "param_report.json").read_text())
+    assert report["unreached"] == ["extra.w"] and "optimizer groups: heads" in report["text"]
+
+
+def test_sigma_expects_no_loss_on_its_fusion_weights_only():
+    from sigma_vla.models import SigmaConfig, SigmaModel
+    from sigma_vla.training.trainer import expected_unreached
+
+    assert expected_unreached(SigmaModel(SigmaConfig.tiny())) == {"action.fusion.logits"}

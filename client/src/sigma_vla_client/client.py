@@ -7,6 +7,10 @@
         out = policy.infer({"observation.state": state, "observation.images.front": image}, "place it far left")
         chunk = out["actions"]                    # (n, Da) float32
 
+An observation holds the state as a float vector (float64 is cast to the float32 the policy declares) and each
+camera frame as HWC uint8, H x W x 3 (`metadata["inputs"]` gives H and W): a channels-first or float frame is
+refused before it is sent, with what it must be.
+
 This package imports only numpy, msgpack, websockets and the standard library (`pip install ./client` from a
 clone of sigma-vla), so a robot installs it without torch. Episode state lives in the server, per connection:
 when the connection drops, the client reconnects with exponential backoff (bounded), and the new connection
@@ -26,7 +30,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sigma_vla_client.wire import PROTOCOL_VERSION, WireError, pack, unpack
+from sigma_vla_client.wire import PROTOCOL_VERSION, InputSpec, WireError, pack, parse_inputs, unpack
 
 log = logging.getLogger("sigma_vla_client")
 
@@ -56,6 +60,38 @@ class PolicyAuthError(PolicyConnectionError):
 
 class PolicyTimeoutError(PolicyClientError):
     """No reply within `timeout`; the connection stays open and the late reply is discarded when it comes."""
+
+
+def _is_frame(spec: InputSpec) -> bool:
+    return spec.dtype == np.uint8 and len(spec.shape) == 3 and spec.shape[2] == 3
+
+
+def _frame_error(key: str, value: np.ndarray, spec: InputSpec) -> str:
+    h, w, _ = spec.shape
+    hint = ""
+    if value.shape == (3, h, w):
+        hint = " (channels first: pass frame.transpose(1, 2, 0))"
+    elif value.dtype.kind == "f":
+        hint = " (a float image: scale it to 0..255 and cast with .astype(np.uint8))"
+    got = " x ".join(map(str, value.shape))
+    return f"{key}: a frame must be HWC uint8, H x W x 3 = {h} x {w} x 3; got {value.dtype.name} {got}{hint}"
+
+
+def conform(obs: Mapping[str, Any], specs: Mapping[str, InputSpec]) -> dict[str, Any]:
+    """The observation as the policy declares it (`metadata["inputs"]`): a float array where float32 is declared
+    is cast to float32 (numpy's default float64 state included), and a frame that is not HWC uint8, H x W x 3, is
+    refused with what it must be (PolicyClientError). Anything else goes as given: the server checks every entry
+    and its error names the key."""
+    out = dict(obs)
+    for key, spec in specs.items():
+        value = out.get(key)
+        if not isinstance(value, np.ndarray):
+            continue
+        if _is_frame(spec) and (value.dtype != np.uint8 or value.shape != spec.shape):
+            raise PolicyClientError(_frame_error(key, value, spec))
+        if spec.dtype == np.float32 and value.dtype.kind == "f" and value.dtype != np.float32:
+            out[key] = value.astype(np.float32)
+    return out
 
 
 def _ws_url(host: str, port: int) -> str:
@@ -96,12 +132,22 @@ class PolicyClient:
     def infer(self, obs: Mapping[str, np.ndarray], instruction: str) -> dict[str, Any]:
         """The next action chunk: {"actions" (n, Da) float32, "adapter_scale", "risk", "tau_norm", "timing"}.
 
-        Raises PolicyServerError when the server rejects the observation (the message says which key and why).
+        obs: the state as a float vector (float64 is cast to float32) and each frame as HWC uint8, H x W x 3, as
+        `metadata["inputs"]` declares. Raises PolicyClientError for a frame of another layout or dtype (before
+        sending), PolicyServerError when the server rejects the observation (the message says which key and why).
         """
         start = time.perf_counter()
-        reply = self._request({"type": "infer", "obs": dict(obs), "instruction": instruction}, "result")
+        obs = conform(obs, self._specs())
+        reply = self._request({"type": "infer", "obs": obs, "instruction": instruction}, "result")
         reply.setdefault("timing", {})["roundtrip_ms"] = (time.perf_counter() - start) * 1e3
         return reply
+
+    def _specs(self) -> dict[str, InputSpec]:
+        """The declared inputs of the server's metadata; none when it declares none readable (the server checks)."""
+        try:
+            return parse_inputs(self._meta.get("inputs"))
+        except WireError:
+            return {}
 
     def reset(self) -> None:
         """Start a new episode on the server (clears this connection's semantic memory and action queue)."""

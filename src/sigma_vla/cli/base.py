@@ -17,17 +17,19 @@ from sigma_vla.sim.instructions import GENERIC_INSTRUCTION
 
 def train_base(
     shards: Path = typer.Argument(..., help="Shard directory written by `sigma prep`."),
-    out: Path = typer.Option(..., "--out", help="Base-policy directory (model + training logs)."),
-    split: str = typer.Option("base", "--split", help="Split to train on (default: the episodes set aside for it)."),
-    instruction: str = typer.Option(GENERIC_INSTRUCTION, "--instruction",
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Base-policy directory (model + training logs)."),
+    split: str = typer.Option("base", "--split", metavar="NAME",
+                              help="Split to train on (default: the episodes set aside for it)."),
+    instruction: str = typer.Option(GENERIC_INSTRUCTION, "--instruction", metavar="TEXT",
                                     help="The one instruction the base reads ('' = the dataset's own task text)."),
-    steps: int = typer.Option(2000, "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Samples per step."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine schedule)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of weights and data order."),
-    vision: str = typer.Option("flat", "--vision", help="Camera encoder: flat | keypoints | grid."),
-    augment_shift: int = typer.Option(0, "--augment-shift", help="Random-shift augmentation in pixels (0: off)."),
-    dropout: float = typer.Option(0.0, "--dropout", help="Transformer dropout."),
+    steps: int = typer.Option(2000, "--steps", metavar="N", help="Optimizer steps."),
+    batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Samples per step."),
+    lr: float = typer.Option(2e-3, "--lr", metavar="LR", help="Peak learning rate (cosine schedule)."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of weights and data order."),
+    vision: str = typer.Option("flat", "--vision", metavar="NAME", help="Camera encoder: flat | keypoints | grid."),
+    augment_shift: int = typer.Option(0, "--augment-shift", metavar="PX",
+                                      help="Random-shift augmentation in pixels (0: off)."),
+    dropout: float = typer.Option(0.0, "--dropout", metavar="P", help="Transformer dropout."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -42,9 +44,10 @@ def train_base(
 
 def base_actions(
     shards: Path = typer.Argument(..., help="Shard directory written by `sigma prep`."),
-    base: str = typer.Option(..., "--base", help="Base-policy directory written by `sigma train-base`, or "
-                                                "lerobot:PATH_OR_ID (a LeRobot checkpoint, its own processors)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward."),
+    base: str = typer.Option(..., "--base", metavar="BASE",
+                             help="Base-policy directory written by `sigma train-base`, or "
+                                  "lerobot:PATH_OR_ID (a LeRobot checkpoint, its own processors)."),
+    batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Windows per forward."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Add the frozen base's actions (base_action_*) to every shard of SHARDS (resumable)."""

@@ -150,10 +150,14 @@ def run_rollout_stage(plan: DemoPlan, sigma_run: Path, base_run: Path, out: Path
 
 
 def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Where every stage writes (resumable)."),
-    quick: bool = typer.Option(False, "--quick", help="A small, fast run (about 3 minutes)."),
+    out: Path = typer.Option(Path("demo_out"), "--out", metavar="DIR", help="Where every stage writes (resumable)."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="A small, fast run: the same stages on fewer episodes and steps."),
 ) -> None:
-    """Run the pipeline end to end on the embedded default (SO-101 simulator) and say what it produced."""
+    """Run the pipeline end to end on the embedded default (SO-101 simulator) and say what it produced.
+
+    Quick: about 2 minutes; full: about 25 minutes on 2 CPU cores.
+    """
     from sigma_vla.sim.so101 import require_simulator
 
     require_simulator()  # the demo records and rolls out in the simulator: say so before anything runs

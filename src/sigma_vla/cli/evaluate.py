@@ -26,11 +26,12 @@ def calibrate(
 def evaluate(
     run: Path = typer.Argument(..., help="Sigma run directory (from `sigma train`)."),
     shards: Path = typer.Argument(..., help="Shard directory with base actions (or the paper's .pt shards)."),
-    out: Path = typer.Option(..., "--out", help="Where sigma_eval_report.json goes."),
-    split: str = typer.Option("test", help="Split to replay."),
-    batch_size: int = typer.Option(32, help="Windows per batch."),
-    finetuned_base: Path = typer.Option(None, help="Run directory of `sigma train --finetune-base` (control group)."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples over episodes for the 95% intervals."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Where sigma_eval_report.json goes."),
+    split: str = typer.Option("test", metavar="NAME", help="Split to replay."),
+    batch_size: int = typer.Option(32, metavar="N", help="Windows per batch."),
+    finetuned_base: Path = typer.Option(None, metavar="RUN",
+                                        help="Run directory of `sigma train --finetune-base` (control group)."),
+    bootstrap: int = typer.Option(1000, metavar="N", help="Bootstrap resamples over episodes for the 95% intervals."),
 ) -> None:
     """Replay the same windows through base untuned / fine-tuned, Sigma tau=0, Sigma, Sigma + adapter."""
     from sigma_vla.evaluation.offline import format_table, run_eval
@@ -43,23 +44,25 @@ def evaluate(
 
 def rollout(
     run: Path = typer.Argument(..., help="Sigma run (`sigma train`), base (`sigma train-base`) or fine-tuned base run."),
-    out: Path = typer.Option(..., "--out", help="Where rollouts.json and the animations go."),
-    episodes: int = typer.Option(20, help="Closed-loop episodes."),
-    seed: int = typer.Option(0, help="Rollout seed (disjoint from recording seeds)."),
-    policy: str = typer.Option("sigma+adapter", help="base | sigma | sigma+adapter | sigma-tau0 (Sigma with tau forced to 0); a base directory: base."),
-    templates: str = typer.Option("held-out", help="Instruction templates: held-out | seen | all."),
-    instruction: str = typer.Option(None, "--instruction", help="Your own instruction (with --zone)."),
-    zone: str = typer.Option(None, "--zone", help="The zone your instruction means (near_left ... far_right)."),
-    instructions: Path = typer.Option(None, "--instructions",
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Where rollouts.json and the animations go."),
+    episodes: int = typer.Option(20, metavar="N", help="Closed-loop episodes."),
+    seed: int = typer.Option(0, metavar="N", help="Rollout seed (disjoint from recording seeds)."),
+    policy: str = typer.Option("sigma", metavar="NAME",
+                               help="sigma | sigma+adapter | sigma-tau0 (Sigma with tau forced to 0) | base; "
+                                    "a base directory: base."),
+    templates: str = typer.Option("held-out", metavar="SET", help="Instruction templates: held-out | seen | all."),
+    instruction: str = typer.Option(None, "--instruction", metavar="TEXT", help="Your own instruction (with --zone)."),
+    zone: str = typer.Option(None, "--zone", metavar="ZONE", help="The zone your instruction means (near_left ... far_right)."),
+    instructions: Path = typer.Option(None, "--instructions", metavar="FILE",
                                       help='JSON-lines file of {"zone": ..., "text": ...[, "kind": ...]}.'),
-    image_size: int = typer.Option(None, help="Camera side; must be the run's training image size (the default)."),
-    max_steps: int = typer.Option(120, help="Step limit per episode (the expert needs at most about 105)."),
-    replan_every: int = typer.Option(1, "--replan-every", help="Actions executed from each chunk before re-planning."),
-    ensemble: float = typer.Option(None, "--ensemble", show_default=False,
+    image_size: int = typer.Option(None, metavar="PX", help="Camera side; must be the run's training image size (the default)."),
+    max_steps: int = typer.Option(120, metavar="N", help="Step limit per episode (the expert needs at most about 105)."),
+    replan_every: int = typer.Option(1, "--replan-every", metavar="N", help="Actions executed from each chunk before re-planning."),
+    ensemble: float = typer.Option(None, "--ensemble", metavar="K", show_default=False,
                                    help="Temporal ensembling weight k (ACT's; re-plans every step), 0.01 by default; "
                                         "0 = off: execute --replan-every actions of each plan."),
-    workers: int = typer.Option(1, "--workers", help="Episodes in parallel processes (results identical for any W)."),
-    animations: int = typer.Option(2, help="Episodes saved as GIF."),
+    workers: int = typer.Option(1, "--workers", metavar="N", help="Episodes in parallel processes (results identical for any W)."),
+    animations: int = typer.Option(2, metavar="N", help="Episodes saved as GIF."),
 ) -> None:
     """Run the policy in the SO-101 simulator on held-out seeds and instruction templates (or your own words)."""
     from sigma_vla.evaluation.rollout import (TEMPORAL_ENSEMBLE, RolloutJob, format_summary, plan_episodes,
@@ -99,7 +102,7 @@ def rollout(
 
 def report(
     root: Path = typer.Argument(..., help="A demo directory or a run directory."),
-    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML page to write."),
+    out: Path = typer.Option(Path("report.html"), "--out", metavar="FILE", help="The HTML page to write."),
 ) -> None:
     """One self-contained HTML page: loss dynamics, replay MSEs with intervals, CHECK A/B, rollouts."""
     from sigma_vla.evaluation.report import build_report

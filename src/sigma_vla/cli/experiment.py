@@ -23,6 +23,7 @@ from pathlib import Path
 
 import typer
 
+from sigma_vla.cli.help import DEFAULT_CONFIG
 from sigma_vla.errors import SigmaError
 
 CONFIG_FILE, RESULT_FILE, FIGURE_FILE = "experiment_config.json", "experiment.json", "experiment.png"
@@ -182,16 +183,16 @@ def _cpu_name() -> str:
 
 def experiment(
     shards: Path = typer.Argument(..., metavar="SHARDS", help="Shard directory with the base's actions."),
-    base: Path = typer.Option(..., "--base", help="The base-policy directory those actions came from."),
-    out: Path = typer.Option(..., "--out", help="Where everything goes (resumable)."),
-    seeds: int = typer.Option(3, "--seeds", help="Training seeds for Sigma and the control group."),
-    episodes: int = typer.Option(100, "--episodes", help="Closed-loop episodes per policy and instruction set."),
-    workers: int = typer.Option(2, "--workers", help="Rollout episodes in parallel processes."),
-    steps: int = typer.Option(None, "--steps", show_default=False,
-                              help="Training steps of Sigma and the control (default: the --config's own)."),
-    config: str = typer.Option("demo", "--config", help="Training experiment: demo | tiny (tests) | pi05."),
-    rollout_seed: int = typer.Option(0, "--rollout-seed", help="Which planned episodes (disjoint from recording)."),
-    max_steps: int = typer.Option(120, "--max-steps", help="Step limit per episode."),
+    base: Path = typer.Option(..., "--base", metavar="BASE", help="The base-policy directory those actions came from."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Where everything goes (resumable)."),
+    seeds: int = typer.Option(3, "--seeds", metavar="N", help="Training seeds for Sigma and the control group."),
+    episodes: int = typer.Option(100, "--episodes", metavar="N", help="Closed-loop episodes per policy and instruction set."),
+    workers: int = typer.Option(2, "--workers", metavar="N", help="Rollout episodes in parallel processes."),
+    steps: int = typer.Option(None, "--steps", metavar="N", show_default=False,
+                              help="Training steps of Sigma and the control (the --config's own; {default:steps})."),
+    config: str = typer.Option(DEFAULT_CONFIG, "--config", metavar="NAME", help="Training experiment:{experiments}"),
+    rollout_seed: int = typer.Option(0, "--rollout-seed", metavar="N", help="Which planned episodes (disjoint from recording)."),
+    max_steps: int = typer.Option(120, "--max-steps", metavar="N", help="Step limit per episode."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Sigma against the fine-tuned base over several training seeds, in closed loop, with paired intervals."""

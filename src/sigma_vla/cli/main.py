@@ -1,6 +1,7 @@
-"""The `sigma` command line. Each sub-command lives in its own module; this file only registers them and turns
-SigmaError into a one-line message with a non-zero exit (no traceback for bad input), and usage errors into the
-usage line plus the message, exit 2 (docs/reliability.md)."""
+"""The `sigma` command line. Each sub-command lives in its own module; this file only registers them (every one with
+the help of cli/help.py), answers `sigma --version`, and turns SigmaError into a one-line message with a non-zero
+exit (no traceback for bad input), and usage errors into the usage line plus the message, exit 2
+(docs/reliability.md, "Bad input")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 import typer
 
+from sigma_vla.cli.help import SigmaCommand, SigmaGroup
 from sigma_vla.errors import SigmaError
 
 # typer >= 0.29 carries its own copy of click, whose exceptions are not `click.ClickException`: take the class
@@ -19,8 +21,29 @@ _CLICK_ERRORS: tuple[type[BaseException], ...] = tuple(
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: the user's to fix, in one line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=SigmaGroup,
                   help="Sigma VLA toolkit: record, inspect, prep, train and evaluate Sigma over a frozen VLA base.")
+
+
+def version() -> str:
+    """The version of the code that runs (sigma_vla.__version__, which tests/cli/test_help.py holds equal to
+    pyproject.toml's), also under PYTHONPATH from a source tree another install shadows."""
+    import sigma_vla
+
+    return sigma_vla.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sigma-vla {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _sigma(show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                             help="Print the version and exit.")) -> None:
+    """The group's own options; every command is below."""
+
 
 # Sub-command registration, in pipeline order (each module imports its heavy dependencies lazily).
 from sigma_vla.cli import base, data, demo, evaluate, experiment, record, serve, train  # noqa: E402
@@ -30,7 +53,7 @@ for name, command in [("record", record.record), ("inspect", data.inspect), ("pr
                       ("plot-losses", train.plot_losses), ("calibrate", evaluate.calibrate),
                       ("eval", evaluate.evaluate), ("rollout", evaluate.rollout), ("report", evaluate.report),
                       ("experiment", experiment.experiment), ("serve", serve.serve), ("demo", demo.demo)]:
-    app.command(name)(command)
+    app.command(name, cls=SigmaCommand)(command)
 
 
 def main() -> None:

@@ -8,20 +8,20 @@ import typer
 
 
 def record(
-    out: Path = typer.Option(..., "--out", help="New dataset directory (must not exist, or be empty)."),
-    episodes: int = typer.Option(20, "--episodes", help="Episodes to attempt; failures are dropped."),
-    image_size: int = typer.Option(128, "--image-size", help="Square camera frames, pixels per side."),
-    seed: int = typer.Option(0, "--seed", help="Base seed; attempt i uses seed * 100003 + i."),
-    codec: str = typer.Option("av1", "--codec", help="Video codec: av1 (libsvtav1) or h264 (libx264)."),
-    workers: int = typer.Option(1, "--workers", help="Simulator processes (output is identical for any)."),
-    generic_episodes: int = typer.Option(0, "--generic-episodes",
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New dataset directory (must not exist, or be empty)."),
+    episodes: int = typer.Option(20, "--episodes", metavar="N", help="Episodes to attempt; failures are dropped."),
+    image_size: int = typer.Option(128, "--image-size", metavar="PX", help="Square camera frames, pixels per side."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Base seed; attempt i uses seed * 100003 + i."),
+    codec: str = typer.Option("av1", "--codec", metavar="NAME", help="Video codec: av1 (libsvtav1) or h264 (libx264)."),
+    workers: int = typer.Option(1, "--workers", metavar="N", help="Simulator processes (output is identical for any)."),
+    generic_episodes: int = typer.Option(0, "--generic-episodes", metavar="N",
                                          help="The first N episodes are the base's: the generic instruction and the "
                                               "default goal (use `sigma prep --base-task` to split them off)."),
     paired: bool = typer.Option(False, "--paired",
                                 help="Record each zone episode's twin too: the generic instruction and the default "
                                      "goal, the block where the zone episode had it (`sigma prep --base-task` puts "
                                      "the twins of train episodes in the base split)."),
-    action_noise: float = typer.Option(0.0, "--action-noise",
+    action_noise: float = typer.Option(0.0, "--action-noise", metavar="X",
                                        help="Noise injected into the executed actions (DART), relative to the "
                                             "action's size; labels stay clean. 0 = off."),
 ) -> None:

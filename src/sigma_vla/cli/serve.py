@@ -31,11 +31,11 @@ def _config(host: str, port: int, token: str | None, max_message_mb: float, allo
 
 def serve(
     run: Path = typer.Argument(..., help="Run directory of a trained Sigma (what `sigma train` wrote)."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback unless you mean to expose it."),
-    port: int = typer.Option(8000, help="TCP port (0: any free port)."),
-    token: str = typer.Option(None, "--token", envvar="SIGMA_SERVE_TOKEN",
+    host: str = typer.Option("127.0.0.1", metavar="HOST", help="Interface to bind; loopback unless you mean to expose it."),
+    port: int = typer.Option(8000, metavar="PORT", help="TCP port (0: any free port)."),
+    token: str = typer.Option(None, "--token", metavar="TOKEN", envvar="SIGMA_SERVE_TOKEN",
                               help="Require this token (header 'Authorization: Bearer T' or ?token=T)."),
-    max_message_mb: float = typer.Option(8.0, "--max-message-mb", help="Largest observation message accepted."),
+    max_message_mb: float = typer.Option(8.0, "--max-message-mb", metavar="MB", help="Largest observation message accepted."),
     allow_extra_keys: bool = typer.Option(False, "--allow-extra-keys",
                                           help="Drop observation keys the policy does not declare instead of "
                                                "rejecting the message."),

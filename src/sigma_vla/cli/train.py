@@ -12,33 +12,40 @@ from pathlib import Path
 
 import typer
 
+from sigma_vla.cli.help import DEFAULT_CONFIG
 from sigma_vla.errors import SigmaError
 
 
 def train(
     shards: Path = typer.Argument(..., help="Shard directory written by `sigma prep` (train and val splits)."),
-    out: Path = typer.Option(..., "--out", help="Run directory (logs, checkpoints, final model)."),
-    config: str = typer.Option("demo", "--config", help="Named experiment: tiny, demo or pi05."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps (default: the experiment's)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Samples per process and micro-batch."),
-    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate."),
-    residual_lr_scale: float = typer.Option(None, "--residual-lr-scale",
-                                            help="Sigma's telepathy residual head learns at lr x this "
-                                                 "(the demo experiment: 4)."),
-    mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16."),
-    seed: int = typer.Option(None, "--seed", help="Seed of weights, data order and noise."),
-    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    out: Path = typer.Option(..., "--out", metavar="RUN", help="Run directory (logs, checkpoints, final model)."),
+    config: str = typer.Option(DEFAULT_CONFIG, "--config", metavar="NAME", help="Named experiment:{experiments}"),
+    steps: int = typer.Option(None, "--steps", metavar="N", help="Optimizer steps ({default:steps})."),
+    batch_size: int = typer.Option(None, "--batch-size", metavar="N",
+                                   help="Samples per process and micro-batch ({default:batch_size})."),
+    grad_accum: int = typer.Option(None, "--grad-accum", metavar="N",
+                                   help="Micro-batches per optimizer step ({default:grad_accum})."),
+    lr: float = typer.Option(None, "--lr", metavar="LR", help="Peak learning rate ({default:lr})."),
+    residual_lr_scale: float = typer.Option(
+        None, "--residual-lr-scale", metavar="X",
+        help="Sigma's telepathy residual head learns at lr x this ({default:residual_lr_scale})."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", metavar="MODE",
+                                        help="no | bf16 | fp16 ({default:mixed_precision})."),
+    seed: int = typer.Option(None, "--seed", metavar="N",
+                             help="Seed of weights, data order and noise ({default:seed})."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", metavar="N",
+                                         help="Steps between checkpoints ({default:checkpoint_every})."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest verified checkpoint in --out, "
                                                          "with the run's settings (an option given must match)."),
     extend_steps: bool = typer.Option(False, "--extend-steps",
                                       help="With --resume: train to a larger --steps; the LR schedule and TSAC "
                                            "curriculum keep their planned shape (extra steps run at their end)."),
-    stop_after: int = typer.Option(None, "--stop-after", help="End this invocation after N steps (resume later)."),
-    finetune_base: str = typer.Option(None, "--finetune-base",
+    stop_after: int = typer.Option(None, "--stop-after", metavar="N",
+                                   help="End this invocation after N steps (resume later)."),
+    finetune_base: str = typer.Option(None, "--finetune-base", metavar="BASE",
                                       help="Fine-tune this base instead (the control group): a base-policy directory, "
                                            "or lerobot:PATH_OR_ID (its own loss; saved as a LeRobot checkpoint)."),
-    backbone: str = typer.Option(None, "--backbone",
+    backbone: str = typer.Option(None, "--backbone", metavar="REF",
                                  help="lerobot:PATH_OR_ID: LoRA on that LeRobot VLA's own language model, with its "
                                       "tokenizer (pi0.5's PaliGemma Gemma, SmolVLA's SmolVLM)."),
     keep_base_instruction: bool = typer.Option(
@@ -116,7 +123,7 @@ def train_overrides(**options: object) -> dict[str, object]:
 
 def plot_losses(
     run: Path = typer.Argument(..., help="Run directory of `sigma train`."),
-    out: Path = typer.Option(None, "--out", help="PNG path (default RUN/loss_dynamics.png)."),
+    out: Path = typer.Option(None, "--out", metavar="PNG", help="PNG path (default RUN/loss_dynamics.png)."),
 ) -> None:
     """Draw the loss dynamics of a run (Table 1's columns) as a PNG."""
     from sigma_vla.evaluation.loss_plot import plot_losses as draw

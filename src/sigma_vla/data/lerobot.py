@@ -166,6 +166,14 @@ class LeRobotDataset:
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(int(s) for s in self.features[key]["shape"])  # checked by the schema
 
+    def frame_size(self, key: str) -> tuple[int, int]:
+        """A camera's (height, width) as info.json declares it: (height, width, channels), or in the order its
+        `names` give (some recordings list channels first)."""
+        shape, names = self.shape(key), self.features[key].get("names")
+        if isinstance(names, list) and len(names) == len(shape) and "height" in names and "width" in names:
+            return shape[names.index("height")], shape[names.index("width")]
+        return shape[0], shape[1]
+
     @property
     def num_frames(self) -> int:
         return int(sum(ep.length for ep in self.episodes))

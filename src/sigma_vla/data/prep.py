@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ class PrepConfig:
     horizon: int = 16  # paper 4.1: horizon_T = 16
     chunk: int = 8  # our choice: path B's chunk is the first C actions of the window
     min_action_norm: float = 0.0  # paper filters near-static windows; 0 keeps all (data units differ per robot)
-    image_size: int = 128
+    image_size: int | None = None  # S; None: the recording's own (frame_side), set by run_prep before any use
     state_only: bool = False
     split: str = "train:0.8,val:0.1,test:0.1"
     shard_size: int = 256
@@ -50,7 +50,7 @@ class PrepConfig:
             raise SigmaError(f"horizon must be >= 1, got {self.horizon}", field="--horizon")
         if not 1 <= self.chunk <= self.horizon:
             raise SigmaError(f"chunk must be in [1, horizon={self.horizon}], got {self.chunk}", field="--chunk")
-        if self.image_size < 8:
+        if self.image_size is not None and self.image_size < 8:
             raise SigmaError(f"image size must be >= 8, got {self.image_size}", field="--image-size")
         if self.shard_size < 1 or self.stride < 1:
             raise SigmaError("shard size and stride must be >= 1", field="--shard-size")
@@ -60,6 +60,36 @@ class PrepConfig:
             raise SigmaError(f"must be >= 0, got {self.seed}", field="--seed")
         if not all(math.isfinite(v) for v in parse_split(self.split).values()):  # NaN passes the sum check
             raise SigmaError(f"fractions must be finite numbers, got {self.split!r}", field="--split")
+
+
+# The side recorded for a dataset without cameras (prepped --state-only): no frame is decoded, so it is unused.
+NO_CAMERA_SIDE = 128
+
+
+def frame_side(ds: LeRobotDataset) -> int | None:
+    """The recording's own frame size as one square side: its smallest camera's shorter side, so no axis of any
+    camera is upscaled; None without cameras."""
+    sides = [min(ds.frame_size(key)) for key in ds.camera_keys]
+    return min(sides) if sides else None
+
+
+def with_image_size(ds: LeRobotDataset, cfg: PrepConfig) -> PrepConfig:
+    """cfg with its side: the one asked, or the recording's own."""
+    if cfg.image_size is not None:
+        return cfg
+    side = frame_side(ds)
+    return replace(cfg, image_size=NO_CAMERA_SIDE if side is None else side)
+
+
+def upscale_warning(ds: LeRobotDataset, size: int | None) -> str | None:
+    """One line when S x S frames are larger than a camera's recorded frames in height or width; else None."""
+    if size is None:
+        return None
+    small = [f"{key} {h}x{w}" for key in ds.camera_keys for h, w in [ds.frame_size(key)] if size > min(h, w)]
+    if not small:
+        return None
+    return (f"--image-size {size} is larger than the recording's frames ({', '.join(small)}): frames are upscaled "
+            "(leave --image-size out to keep the recording's size)")
 
 
 def episode_splits(ds: LeRobotDataset, cfg: PrepConfig) -> dict[int, str]:
@@ -227,8 +257,9 @@ def _scan(ds: LeRobotDataset, cfg: PrepConfig, progress: bool) -> tuple[dict[int
 
 def run_prep(dataset: str | Path, out: str | Path, cfg: PrepConfig, workers: int = 1,
              progress: bool = True) -> dict:
-    """Run (or resume) a prep; returns the meta.json contents."""
+    """Run (or resume) a prep; returns the meta.json contents (params.image_size: the side used)."""
     ds = LeRobotDataset(dataset)
+    cfg = with_image_size(ds, cfg)
     out = Path(out)
     params = {"dataset": str(ds.root.resolve()), "fingerprint": fingerprint(ds), **asdict(cfg)}
     state = check_out_dir(out, params)

@@ -108,6 +108,10 @@ class ActionFusion(nn.Module):
     """phi: softmax-weighted blend of the three time scales at the current step -> u_t (B, Da), handed to the
     robot's low-level controller C_low (outside the model). Weights start equal."""
 
+    # u_t goes to the controller and into no training loss: the trainer leaves these weights out by design
+    # (training/trainer.py, expected_unreached), so it says nothing about them
+    loss_free = True
+
     def __init__(self):
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(3))

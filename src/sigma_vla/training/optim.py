@@ -45,16 +45,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
 
 
 def param_report(model: nn.Module, groups: dict[str, list[tuple[str, nn.Parameter]]]) -> dict[str, Any]:
-    """How many parameters train, per optimizer group, against the model total (printed at start, saved as JSON)."""
+    """How many parameters train, per optimizer group, against the model total: "text" is the whole record
+    (RUN/param_report.json), "summary" the part printed at start (the totals and any warning)."""
     total = sum(p.numel() for p in model.parameters())
     per_group = {name: {"tensors": len(named), "params": sum(p.numel() for _, p in named)}
                  for name, named in groups.items()}
     trainable = sum(g["params"] for g in per_group.values())
     grad_on = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    lines = [f"optimizer groups: {name} {g['params']:,} params in {g['tensors']} tensors"
-             for name, g in per_group.items()]
-    lines.append(f"trainable {trainable:,} of {total:,} parameters ({100.0 * trainable / max(total, 1):.2f}%); "
-                 f"frozen {total - trainable:,}")
+    groups_text = [f"optimizer groups: {name} {g['params']:,} params in {g['tensors']} tensors"
+                   for name, g in per_group.items()]
+    summary = [f"trainable {trainable:,} of {total:,} parameters ({100.0 * trainable / max(total, 1):.2f}%); "
+               f"frozen {total - trainable:,}"]
     if grad_on != trainable:
-        lines.append(f"warning: {grad_on:,} parameters have requires_grad but only {trainable:,} are optimized")
-    return {"groups": per_group, "trainable": trainable, "total": total, "text": "\n".join(lines)}
+        summary.append(f"warning: {grad_on:,} parameters have requires_grad but only {trainable:,} are optimized")
+    return {"groups": per_group, "trainable": trainable, "total": total, "text": "\n".join(groups_text + summary),
+            "summary": "\n".join(summary)}

@@ -25,7 +25,7 @@ from sigma_vla.training.config import TrafConfig, TrainConfig
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    description: str
+    description: str  # one line, the text `sigma train --help` and `sigma experiment --help` show for --config
     model_preset: str  # "tiny" | "embedded" | "pi05_like": a SigmaConfig constructor
     train: TrainConfig
 
@@ -39,19 +39,20 @@ class Experiment:
 
 EXPERIMENTS: dict[str, Experiment] = {
     "tiny": Experiment(
-        "tiny", "tests: random 2-layer BERT backbone, seconds on CPU", "tiny",
+        "tiny", "a random 2-layer encoder for tests, seconds on a CPU; it cannot read language", "tiny",
         TrainConfig(steps=20, batch_size=8, lr=1e-3, warmup_steps=2, checkpoint_every=10, keep_last=2, val_every=10,
                     val_batches=2),
     ),
     "demo": Experiment(
-        "demo", "embedded default: MiniLM + LoRA r=16, about 8 min on a 2-core CPU", "embedded",
+        "demo", "the embedded default: pretrained MiniLM + LoRA (r = 16 on q/k/v/o)", "embedded",
         # Steps, the residual head's rate and the residual floor: each measured in closed loop, docs/closed_loop.md
         # ("A quiet machine", "A faster residual head", "Paired twins", "Does Sigma help? Three seeds").
         TrainConfig(steps=1200, batch_size=16, lr=5e-4, residual_lr_scale=4.0, warmup_steps=15, checkpoint_every=200,
                     keep_last=2, val_every=200, val_batches=3, traf=TrafConfig(residual_floor=0.1)),
     ),
     "pi05": Experiment(
-        "pi05", "pi0.5-sized backbone on GPUs: bf16, 4 x grad accumulation, DDP via accelerate launch", "pi05_like",
+        "pi05", "a pi0.5-shaped stand-in for GPUs (random Gemma-shaped backbone, bf16, 4 x gradient accumulation)",
+        "pi05_like",
         TrainConfig(steps=3000, batch_size=32, grad_accum=4, lr=1e-4, warmup_steps=100, mixed_precision="bf16",
                     checkpoint_every=500, keep_last=3, val_every=250, val_batches=16),
     ),

@@ -118,6 +118,9 @@ def _train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, confi
     if unreached:
         report["unreached"] = unreached
         report["text"] += f"\nleft out (no loss reaches them, frozen): {', '.join(unreached)}"
+        unexpected = [name for name in unreached if name not in expected_unreached(task.model)]
+        if unexpected:
+            report["summary"] += f"\nwarning: no loss reaches these, left out (frozen): {', '.join(unexpected)}"
     optimizer = build_optimizer(groups, config)
     scheduler = build_scheduler(optimizer, config)
     model, optimizer = acc.prepare(task.model, optimizer)
@@ -130,7 +133,7 @@ def _train(task: TrainTask, train_data: Dataset, val_data: Dataset | None, confi
     if acc.is_main_process:
         ckpt.write_json(run_dir / "train_config.json", config.to_dict())
         ckpt.write_json(run_dir / "param_report.json", report)
-        acc.print(report["text"])
+        acc.print(report["summary"])  # the optimizer groups and the expected leftovers: param_report.json
     resume_step = state["step"] if latest is not None else None
     logs = _Logs(run_dir, acc.is_main_process, resume_step)
     loop = _Loop(task, acc, model, optimizer, scheduler, plan, config, run_dir, logs, state)
@@ -377,6 +380,13 @@ def drop_unreached(task, groups: dict, data: Dataset, config: TrainConfig,
                 kept[gname].append((name, p))
             p.grad = None
     return {k: v for k, v in kept.items() if v}, unreached
+
+
+def expected_unreached(model: nn.Module) -> set[str]:
+    """The parameters a model says no loss trains: those of its modules with `loss_free = True` (models/action.py's
+    fusion phi). drop_unreached leaves them out as it does any other, but only the others are news to the user."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            if getattr(module, "loss_free", False) for name, _ in module.named_parameters()}
 
 
 def _rank_digests(acc, task) -> list[int]:
