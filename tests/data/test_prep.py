@@ -134,7 +134,7 @@ def test_real_fixture_state_only(tmp_path):
     meta = run_prep(FIXTURE, tmp_path / "s", PrepConfig(state_only=True), progress=False)
     assert meta["num_samples"] == 1492 - 4 * 15
     assert meta["state_dim"] == 6 and meta["cameras"] == []
-    assert ShardDataset(tmp_path / "s")[0]["vision_inputs"].shape == (0, 3, 480, 480)  # 640 x 480: no frame
+    assert ShardDataset(tmp_path / "s")[0]["vision_inputs"].shape == (0, 3, 128, 128)  # 640 x 480, capped
 
 
 def test_the_image_size_defaults_to_the_recordings_own(tmp_path):
@@ -150,6 +150,7 @@ def test_the_recordings_size_is_read_from_info_json_and_a_larger_size_warns(real
     ds = LeRobotDataset(real_v30)
     assert [ds.frame_size(k) for k in ds.camera_keys] == [(480, 640), (480, 640)]
     assert prep_mod.frame_side(ds) == 480  # the shorter side: no axis is upscaled
+    assert prep_mod.with_image_size(ds, prep_mod.PrepConfig()).image_size == 128  # the default stays at most 128
     assert prep_mod.upscale_warning(ds, 480) is None and prep_mod.upscale_warning(ds, None) is None
     line = prep_mod.upscale_warning(ds, 512)
     assert "upscaled" in line and "observation.images.front 480x640" in line and "\n" not in line

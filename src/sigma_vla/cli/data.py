@@ -60,8 +60,8 @@ def prep(
     min_action_norm: float = typer.Option(0.0, metavar="X",
                                           help="Drop windows whose mean action L2 norm is below this."),
     image_size: int = typer.Option(None, metavar="S", show_default=False,
-                                   help="Frames are resized to S x S (default: the recording's own size, its "
-                                        "frames' shorter side; a larger S upscales them, with a warning)."),
+                                   help="Frames are resized to S x S (default: the recording's frames' shorter "
+                                        "side, at most 128; a larger S upscales them, with a warning)."),
     state_only: bool = typer.Option(False, "--state-only", help="Skip cameras (for datasets without videos)."),
     workers: int = typer.Option(1, metavar="N", help="Parallel worker processes over episodes."),
     split: str = typer.Option("train:0.8,val:0.1,test:0.1", metavar="FRACTIONS",

@@ -34,7 +34,7 @@ class PrepConfig:
     horizon: int = 16  # paper 4.1: horizon_T = 16
     chunk: int = 8  # our choice: path B's chunk is the first C actions of the window
     min_action_norm: float = 0.0  # paper filters near-static windows; 0 keeps all (data units differ per robot)
-    image_size: int | None = None  # S; None: the recording's own (frame_side), set by run_prep before any use
+    image_size: int | None = None  # S; None: the recording's own up to MAX_DEFAULT_SIDE, set by run_prep
     state_only: bool = False
     split: str = "train:0.8,val:0.1,test:0.1"
     shard_size: int = 256
@@ -64,6 +64,8 @@ class PrepConfig:
 
 # The side recorded for a dataset without cameras (prepped --state-only): no frame is decoded, so it is unused.
 NO_CAMERA_SIDE = 128
+# The default side never exceeds this: a 640 x 480 recording preps at 128 px (what the models read), not 480.
+MAX_DEFAULT_SIDE = 128
 
 
 def frame_side(ds: LeRobotDataset) -> int | None:
@@ -74,11 +76,11 @@ def frame_side(ds: LeRobotDataset) -> int | None:
 
 
 def with_image_size(ds: LeRobotDataset, cfg: PrepConfig) -> PrepConfig:
-    """cfg with its side: the one asked, or the recording's own."""
+    """cfg with its side: the one asked, or the recording's own up to MAX_DEFAULT_SIDE (never upscaled)."""
     if cfg.image_size is not None:
         return cfg
     side = frame_side(ds)
-    return replace(cfg, image_size=NO_CAMERA_SIDE if side is None else side)
+    return replace(cfg, image_size=NO_CAMERA_SIDE if side is None else min(side, MAX_DEFAULT_SIDE))
 
 
 def upscale_warning(ds: LeRobotDataset, size: int | None) -> str | None:
