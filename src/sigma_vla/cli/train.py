@@ -3,7 +3,8 @@ group) and `sigma plot-losses` (Table 1's columns as curves).
 
 Multi-process: `accelerate launch --num_processes 2 --cpu -m sigma_vla.cli.main train SHARDS --out RUN ...`
 (gloo on CPU; on GPUs drop --cpu, add --multi_gpu, and --num_machines / --machine_rank / --main_process_ip for
-several nodes). --batch-size is per process and micro-batch.
+several nodes). --batch-size is per process and micro-batch. --quantize nf4 and --gradient-checkpointing fit a
+larger backbone on a smaller card (docs/gpu.md, "A 24 GB card: nf4 + gradient checkpointing").
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def train(
         False, "--keep-base-instruction",
         help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own (a "
              "LeRobot base, which has none, reads train-base's default one)."),
+    quantize: str = typer.Option(None, "--quantize",
+                                 help="none | nf4 | int8: the frozen backbone layers quantized (bitsandbytes), LoRA "
+                                      "over them (QLoRA); Sigma only. Eval, rollout and serve read it from the run."),
+    gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                help="Recompute the backbone's activations in backward: less "
+                                                     "memory, same gradients, slower steps (free to change on "
+                                                     "--resume)."),
     no_base: bool = typer.Option(False, "--no-base", help="Train Sigma on shards without base actions on purpose "
                                                           "(it then predicts whole actions, not residuals)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -72,11 +80,13 @@ def train(
         raise SigmaError("not a directory", file=shards)
     overrides = train_overrides(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 residual_lr_scale=residual_lr_scale, mixed_precision=mixed_precision, seed=seed,
-                                checkpoint_every=checkpoint_every)
+                                checkpoint_every=checkpoint_every,
+                                gradient_checkpointing=gradient_checkpointing)
     if backbone is not None and not backbone.startswith("lerobot:"):
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:
         raise SigmaError("--backbone is Sigma's; the control group keeps its base", field="--backbone")
+    check_quantize(quantize, finetune_base is not None)
     from sigma_vla.training.trainer import TrainingInterrupted
 
     try:
@@ -88,7 +98,7 @@ def train(
                               instruction=GENERIC_INSTRUCTION)
         else:
             result = train_sigma(shards, out, config, overrides, resume, progress, stop_after, extend_steps,
-                                 backbone, no_base)
+                                 backbone, no_base, quantize)
     except TrainingInterrupted as stop:
         typer.echo(f"{stop.describe()}\nresume with: {resume_command(sys.argv[1:])}", err=True)
         raise typer.Exit(130) from None
@@ -119,6 +129,17 @@ def train_overrides(**options: object) -> dict[str, object]:
     except ConfigError as err:
         raise SigmaError(err.message, field="--" + (err.field or "").replace("_", "-")) from None
     return given
+
+
+def check_quantize(quantize: str | None, control_group: bool) -> None:
+    """--quantize is one of the modes, Sigma's only (the control group trains its base in full precision)."""
+    from sigma_vla.models.config import QUANTIZE_MODES
+
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise SigmaError(f"must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}", field="--quantize")
+    if quantize not in (None, "none") and control_group:
+        raise SigmaError("is Sigma's backbone's; the control group trains its base in full precision",
+                         field="--quantize")
 
 
 def plot_losses(

@@ -10,6 +10,9 @@ counts, and the language model of a LeRobot VLA checkpoint (`lerobot_backbone`, 
 lerobot:PATH_OR_ID`; interop/lerobot.py). Any other VLM plugs in with
 `SigmaModel(cfg, backbone=HFBackbone(its_language_model, lora=...))`.
 
+`BackboneConfig.quantize` ("nf4" | "int8") quantizes the frozen transformer layers before LoRA goes on them (QLoRA;
+models/quantize.py, docs/gpu.md "A 24 GB card"); `frozen_bytes` tells what the frozen weights take.
+
 Shape legend (docs/architecture.md): B batch, N tokens, L text length, D d_model.
 """
 
@@ -25,6 +28,10 @@ from sigma_vla.interop import lerobot as lerobot_refs
 from sigma_vla.interop.fingerprint import fingerprint
 from sigma_vla.interop.hf import load_minilm
 from sigma_vla.models.config import BackboneConfig, GEMMA_LORA_TARGETS
+from sigma_vla.models.quantize import frozen_bytes, quantize_layers
+
+__all__ = ["Backbone", "HFBackbone", "build_backbone", "count_parameters", "describe", "frozen_bytes",
+           "lerobot_backbone"]
 
 
 class Backbone(nn.Module):
@@ -46,6 +53,10 @@ class Backbone(nn.Module):
     def lora_parameters(self) -> Iterator[nn.Parameter]:
         return (p for n, p in self.named_parameters() if "lora_" in n)
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward instead of keeping them (TrainConfig.gradient_checkpointing)."""
+        raise NotImplementedError(f"{type(self).__name__} has no gradient checkpointing")
+
     def frozen_state_keys(self) -> list[str]:
         """State-dict keys (relative to this module) of the frozen pretrained weights."""
         return [k for k in self.state_dict() if "lora_" not in k]
@@ -53,10 +64,13 @@ class Backbone(nn.Module):
 
 class HFBackbone(Backbone):
     """A Hugging Face transformer (anything with `get_input_embeddings()` and `inputs_embeds=`), LoRA via peft on
-    `lora_targets` only, everything else frozen (paper 4.2: 'only unfreezing the q, k, v and output projection')."""
+    `lora_targets` only, everything else frozen (paper 4.2: 'only unfreezing the q, k, v and output projection').
+    With `lora.quantize` the layers' linears are quantized first, so LoRA wraps the quantized layers (QLoRA)."""
 
     def __init__(self, model: nn.Module, lora: BackboneConfig | None, reloadable: bool = False):
         super().__init__()
+        if lora is not None:
+            quantize_layers(model, lora.quantize)
         if lora is not None and lora.use_lora:
             import peft
 
@@ -75,6 +89,18 @@ class HFBackbone(Backbone):
     def forward(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Tensor:
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
         return out.last_hidden_state  # (B, N, D)
+
+    def enable_gradient_checkpointing(self) -> None:
+        # Non-reentrant: no input needs requires_grad, and dropout replays the same masks (RNG state preserved).
+        # transformers 5 renamed gradient_checkpointing_enable (kept as a deprecated alias) to this.
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model.config, "use_cache"):
+            self.model.config.use_cache = False  # one forward over embeddings, never a KV cache
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:

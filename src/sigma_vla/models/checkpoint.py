@@ -2,7 +2,8 @@
 (docs/architecture.md, "No pickle").
 
 Frozen weights that an installed package can rebuild exactly (the pretrained MiniLM) are left out of the file and
-restored by building the model from its config; the loader checks that nothing else is missing.
+restored by building the model from its config; the loader checks that nothing else is missing. A quantized
+backbone's layers load their packed weights through their own hooks (models/quantize.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sigma_vla.errors import SigmaError, first_line
+from sigma_vla.models.quantize import is_quant_blob
 from sigma_vla.outdir import atomic_write, atomic_write_text, read_json
 
 WEIGHTS_FILE = "model.safetensors"
@@ -60,6 +62,8 @@ def load_state_checked(module: nn.Module, state: dict[str, Tensor], skipped: lis
     """Load state into module; only keys recorded as skipped-frozen may be missing, nothing may be unexpected."""
     own = module.state_dict()
     for key, value in state.items():  # a relabelled or reshaped tensor is refused, not cast or crashed on
+        if is_quant_blob(key):  # JSON bytes whose length follows the statistics: no fixed shape to compare
+            continue
         if key in own and (value.dtype != own[key].dtype or value.shape != own[key].shape):
             raise SigmaError(f"weight {key!r} is {value.dtype} {list(value.shape)}, the config needs "
                              f"{own[key].dtype} {list(own[key].shape)}", file=source)

@@ -36,6 +36,7 @@ BACKBONE_LIMITS = {"hidden_size": 16384, "num_layers": 256, "num_heads": 512, "i
                    "vocab_size": 1_048_576, "max_positions": 131072}
 BERT_LORA_TARGETS = ("query", "key", "value", "attention.output.dense")  # q, k, v and attention output (paper 4.2)
 GEMMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+QUANTIZE_MODES = ("none", "nf4", "int8")  # models/quantize.py
 
 
 @dataclass
@@ -64,6 +65,9 @@ class BackboneConfig:
     lora_targets: tuple[str, ...] = BERT_LORA_TARGETS
     ref: str | None = None  # lerobot only: the checkpoint's reference (interop/lerobot.py)
     fingerprint: str | None = None  # lerobot only: the checkpoint's fingerprint, checked when ref is a local dir
+    # The frozen transformer layers' linears in 4-bit NF4 or 8-bit int8 (bitsandbytes), LoRA over them (QLoRA);
+    # embeddings and the Sigma heads stay float (models/quantize.py, docs/gpu.md "A 24 GB card").
+    quantize: Literal["none", "nf4", "int8"] = "none"
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
@@ -84,6 +88,8 @@ class BackboneConfig:
         _check(self.lora_rank >= 1, "backbone.lora_rank", f"must be >= 1, got {self.lora_rank}")
         _check(0.0 <= self.lora_dropout < 1.0, "backbone.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         _check(len(self.lora_targets) > 0, "backbone.lora_targets", "must name at least one module")
+        _check(self.quantize in QUANTIZE_MODES, "backbone.quantize",
+               f"must be one of {list(QUANTIZE_MODES)}, got {self.quantize!r}")
 
 
 @dataclass

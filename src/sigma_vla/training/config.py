@@ -88,6 +88,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     trainable: Literal["lora", "full"] = "lora"  # "full" unfreezes the backbone too (benchmarks only)
+    # Recompute the backbone's activations in backward instead of keeping them: less memory, about one more forward
+    # of time; the same loss and gradients (docs/gpu.md, "A 24 GB card"). Sigma's backbone only.
+    gradient_checkpointing: bool = False
     seed: int = 0
     checkpoint_every: int = 50
     keep_last: int = 2

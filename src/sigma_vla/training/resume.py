@@ -24,7 +24,7 @@ from sigma_vla.training.distributed import process_state
 
 # Settings that do not change what is trained: free to differ on resume.
 FREE = ("checkpoint_every", "keep_last", "val_every", "val_batches", "log_every", "max_nonfinite",
-        "find_unused_parameters", "schedule_steps")
+        "find_unused_parameters", "schedule_steps", "gradient_checkpointing")
 # How the CLI spells a setting (the error names what the user typed).
 OPTION = {"steps": "--steps", "lr": "--lr", "batch_size": "--batch-size", "grad_accum": "--grad-accum",
           "mixed_precision": "--mixed-precision", "seed": "--seed", "residual_lr_scale": "--residual-lr-scale"}

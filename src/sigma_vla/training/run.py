@@ -12,6 +12,7 @@ policy.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sigma_vla.interop.lerobot import canonical, is_lerobot_ref, resolve
 from sigma_vla.layout import BASE_INFO, MODEL_DIR, RUN_FILE
 from sigma_vla.models import SigmaModel
 from sigma_vla.models.backbone import lerobot_backbone
+from sigma_vla.models.quantize import require_bitsandbytes
 from sigma_vla.outdir import atomic_write_text, check_dir, claim_dir
 from sigma_vla.processing.action_triple import BASE_ACTION, has_actions
 from sigma_vla.processing.recipe import base_text, shard_transform, sigma_text
@@ -122,15 +124,24 @@ def _write_policy_spec(out: Path, meta: dict[str, Any], text: dict[str, Any], wi
 
 def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: dict[str, Any] | None = None,
                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
-                extend_steps: bool = False, backbone: str | None = None, no_base: bool = False) -> TrainResult:
+                extend_steps: bool = False, backbone: str | None = None, no_base: bool = False,
+                quantize: str | None = None) -> TrainResult:
     """`sigma train`: LoRA + telepathy heads with TRAF and TSAC on the train split, validation on the val split.
     backbone: a `lerobot:PATH_OR_ID` reference whose own language model (and tokenizer) replaces the experiment's
     backbone (models.backbone.lerobot_backbone). Shards without base actions are refused (a Sigma with no base
-    under it) unless no_base says so on purpose."""
+    under it) unless no_base says so on purpose. quantize: "nf4" | "int8" for the frozen backbone layers (QLoRA,
+    models/quantize.py; None: the run's own on resume, else the preset's), recorded in the model config."""
     shards, out = Path(shards), Path(out)
     config = resolve_config(experiment, overrides or {}, out if resume else None, extend_steps)
     train_ds, val_ds, meta = load_splits(shards)
     model_cfg = model_config_for(meta, get_experiment(experiment).model_preset_config())
+    quantize = _quantize_choice(quantize, model_cfg.backbone.quantize, out if resume else None)
+    if quantize != "none":
+        require_bitsandbytes()  # before the run directory is touched
+        if config.trainable == "full":
+            raise SigmaError("a quantized backbone cannot be fully fine-tuned (trainable 'full'); train LoRA over it",
+                             field="--quantize")
+    model_cfg = model_cfg.replace(backbone=dataclasses.replace(model_cfg.backbone, quantize=quantize))
     module = None
     if backbone is not None:  # loaded before the seed: LeRobot's constructor draws random numbers
         backbone_cfg, module = lerobot_backbone(backbone, model_cfg.backbone)
@@ -144,12 +155,28 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     check_run_dir(out, "sigma", identity, resume)
     torch.manual_seed(config.seed)  # identical initial weights on every rank and in every rerun
     model = SigmaModel(model_cfg, backbone=module)
+    if config.gradient_checkpointing:
+        model.backbone.enable_gradient_checkpointing()
     task = SigmaTask(model, config, shard_transform(meta, sigma_text(model_cfg)))
     _write_run_file(out, identity)
     _write_policy_spec(out, meta, {"mode": model_cfg.language.text_mode, "max_len": model_cfg.language.text_max_len},
                        with_base=True)
     return train(task, train_ds, val_ds, config, out, resume=resume, progress=progress, stop_after=stop_after,
                  extend_steps=extend_steps)
+
+
+def _quantize_choice(asked: str | None, preset: str, resume_dir: Path | None) -> str:
+    """--quantize, or on resume the run's own (recorded in run.json's model config); a different one is refused."""
+    if resume_dir is None:
+        return asked or preset
+    try:
+        recorded = json.loads((resume_dir / RUN_FILE).read_text())["model_config"]["backbone"].get("quantize", "none")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return asked or preset  # no run to read: check_run_dir says what is wrong
+    if asked is not None and asked != recorded:
+        raise SigmaError(f"cannot resume with --quantize {asked}: this run was trained with {recorded}; resume with "
+                         "the run's value or start a new --out", file=resume_dir / RUN_FILE, field="--quantize")
+    return recorded
 
 
 def finetune_base(shards: Path, out: Path, base_dir: Path | str, experiment: str = "demo",
@@ -165,6 +192,9 @@ def finetune_base(shards: Path, out: Path, base_dir: Path | str, experiment: str
     `instruction`)."""
     shards, out = Path(shards), Path(out)
     config = resolve_config(experiment, overrides or {}, out if resume else None, extend_steps)
+    if config.gradient_checkpointing:
+        raise SigmaError("is for Sigma's backbone; the control group trains its base as it is",
+                         field="--gradient-checkpointing")
     train_ds, val_ds, meta = load_splits(shards)
     lerobot = is_lerobot_ref(str(base_dir))
     if lerobot:
