@@ -53,9 +53,10 @@ def train(
         False, "--keep-base-instruction",
         help="With --finetune-base: keep the base's fixed generic instruction instead of each window's own (a "
              "LeRobot base, which has none, reads train-base's default one)."),
-    quantize: str = typer.Option(None, "--quantize",
-                                 help="none | nf4 | int8: the frozen backbone layers quantized (bitsandbytes), LoRA "
-                                      "over them (QLoRA); Sigma only. Eval, rollout and serve read it from the run."),
+    quantize: str = typer.Option(None, "--quantize", metavar="MODE",
+                                 help="none | nf4 | int8 (default: none): the frozen backbone layers quantized "
+                                      "(bitsandbytes, the [quant] extra), LoRA over them (QLoRA); Sigma only. Eval, "
+                                      "rollout and serve read it from the run."),
     gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                 help="Recompute the backbone's activations in backward: less "
                                                      "memory, same gradients, slower steps (free to change on "
