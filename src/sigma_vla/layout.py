@@ -11,5 +11,7 @@ CHECKPOINTS_DIR = "checkpoints"
 TRAIN_CONFIG, PARAM_REPORT, SUMMARY = "train_config.json", "param_report.json", "summary.json"
 TRAIN_LOG, VAL_LOG, PLOT_FILE, TENSORBOARD = "train_log.csv", "val_log.csv", "loss_dynamics.png", "tensorboard"
 
+DEMO_FILE = "demo.json"  # `sigma demo` marks its directory: {"quick": bool}, so a report can say it is a smoke test
+
 RUN_ENTRIES = (RUN_FILE, TRAIN_CONFIG, PARAM_REPORT, TRAIN_LOG, VAL_LOG, SUMMARY, MODEL_DIR, CHECKPOINTS_DIR,
                TENSORBOARD, PLOT_FILE, ADAPTER_FILE, POLICY_FILE, BASE_DIR)

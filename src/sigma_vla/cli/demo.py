@@ -149,6 +149,16 @@ def run_rollout_stage(plan: DemoPlan, sigma_run: Path, base_run: Path, out: Path
     typer.echo(f"({time.perf_counter() - start:.0f} s)")
 
 
+def mark_demo(out: Path, quick: bool) -> None:
+    """OUT/demo.json says a demo wrote OUT, and whether a quick one (its report then says it is a smoke test)."""
+    import json
+
+    from sigma_vla.layout import DEMO_FILE
+    from sigma_vla.outdir import atomic_write_text
+
+    atomic_write_text(out / DEMO_FILE, json.dumps({"quick": quick}) + "\n")
+
+
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", metavar="DIR", help="Where every stage writes (resumable)."),
     quick: bool = typer.Option(False, "--quick",
@@ -164,6 +174,7 @@ def demo(
     plan = QUICK if quick else FULL
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    mark_demo(out, quick)
     dataset = run_record(plan, out)
     run_inspect(dataset)
     shards = run_prep_stage(plan, dataset, out)

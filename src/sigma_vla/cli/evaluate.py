@@ -34,11 +34,16 @@ def evaluate(
     bootstrap: int = typer.Option(1000, metavar="N", help="Bootstrap resamples over episodes for the 95% intervals."),
 ) -> None:
     """Replay the same windows through base untuned / fine-tuned, Sigma tau=0, Sigma, Sigma + adapter."""
+    from sigma_vla.evaluation.metrics import replay_episodes
     from sigma_vla.evaluation.offline import format_table, run_eval
 
     start = time.perf_counter()
     report = run_eval(run, shards, out, split, batch_size, finetuned_base, bootstrap)
     typer.echo(format_table(report))
+    episodes = replay_episodes(report)
+    if episodes is not None and episodes < 5:
+        typer.echo(f"warning: the 95% intervals rest on {episodes} episode(s) of the {split} split; with fewer than "
+                   "5 they mean little (prep with a larger split, or more episodes)", err=True)
     typer.echo(f"report: {out / 'sigma_eval_report.json'} ({time.perf_counter() - start:.0f} s)")
 
 
@@ -68,6 +73,7 @@ def rollout(
     from sigma_vla.evaluation.rollout import (TEMPORAL_ENSEMBLE, RolloutJob, format_summary, plan_episodes,
                                               run_rollouts)
     from sigma_vla.inference.policy import POLICY_CHOICES, load_policy
+    from sigma_vla.outdir import read_json
     from sigma_vla.sim.instructions import read_instructions, user_instruction
     from sigma_vla.sim.so101 import require_simulator
 
@@ -95,16 +101,31 @@ def rollout(
         raise SigmaError(f"the policy was trained on {trained} px frames, got {image_size} (leave it out to use "
                          f"{trained})", field="--image-size")
     job = RolloutJob(str(run), policy, replan_every, trained, max_steps, ensemble)
+    earlier = out / "rollouts.json"
+    if earlier.is_file():  # ours (the output rule refuses anything else): say what is replaced before it goes
+        before = read_json(earlier)
+        what = f"{before.get('policy')}, {before.get('episodes')} episodes" if isinstance(before, dict) else "?"
+        typer.echo(f"note: replacing the earlier rollout in {out} ({what})", err=True)
     s = run_rollouts(job, plan_episodes(episodes, seed, templates, users), out, animations, workers)
     typer.echo(format_summary(policy, s))
     typer.echo(f"-> {out / 'rollouts.json'}")
 
 
 def report(
-    root: Path = typer.Argument(..., help="A demo directory or a run directory."),
+    root: Path = typer.Argument(Path("."), help="Where to look: a demo, run or project directory; runs, "
+                                                "sigma_eval_report.json and rollouts.json are found by their files, "
+                                                "here and 2 levels under it."),
     out: Path = typer.Option(Path("report.html"), "--out", metavar="FILE", help="The HTML page to write."),
+    eval_dir: Path = typer.Option(None, "--eval", metavar="DIR", help="The `sigma eval` output to show (instead "
+                                                                      "of the one found)."),
+    rollouts: list[Path] = typer.Option(None, "--rollouts", metavar="DIR",
+                                        help="A `sigma rollout` output to show (repeat it for several; instead of "
+                                             "those found)."),
 ) -> None:
-    """One self-contained HTML page: loss dynamics, replay MSEs with intervals, CHECK A/B, rollouts."""
-    from sigma_vla.evaluation.report import build_report
+    """One self-contained HTML page: the runs, loss dynamics, replay MSEs with intervals, CHECK A/B, rollouts."""
+    from sigma_vla.evaluation.report_inputs import find_inputs, found_lines
+    from sigma_vla.evaluation.report import write_report
 
-    typer.echo(f"report: {build_report(root, out).resolve()}")
+    inputs = find_inputs(root, eval_dir, rollouts or None)
+    typer.echo("\n".join(found_lines(inputs)))
+    typer.echo(f"report: {write_report(inputs, out).resolve()}")

@@ -38,13 +38,13 @@ def plot_losses(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise SigmaError("the training log has no rows yet", file=run_dir / TRAIN_LOG)
     val = read_csv(run_dir / VAL_LOG) if (run_dir / VAL_LOG).exists() else []
     panels = [
-        ("action loss", [(rows, "loss"), (rows, "L_act"), (rows, "L_act_hard"), (val, "val_loss")], True),
-        ("TSAC terms", [(rows, "L_sem"), (rows, "L_int"), (rows, "L_tau")], False),
-        ("curriculum weights", [(rows, "w_sem"), (rows, "w_int"), (rows, "w_tau")], False),
-        ("telepathy", [(rows, "tau_rms"), (rows, "hard_ratio")], False),
+        ("action loss", [(rows, "loss"), (rows, "L_act"), (rows, "L_act_hard"), (val, "val_loss")], True, "loss"),
+        ("TSAC terms", [(rows, "L_sem"), (rows, "L_int"), (rows, "L_tau")], False, "loss"),
+        ("curriculum weights", [(rows, "w_sem"), (rows, "w_int"), (rows, "w_tau")], False, "weight"),
+        ("telepathy", [(rows, "tau_rms"), (rows, "hard_ratio")], False, "rms of tau / hard fraction"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for ax, (title, series, log_y) in zip(axes.flat, panels):
+    for ax, (title, series, log_y, y_label) in zip(axes.flat, panels):
         for source, key in series:
             xs, ys = _column(source, key)
             if xs:
@@ -53,6 +53,7 @@ def plot_losses(run_dir: str | Path, out: str | Path | None = None) -> Path:
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.set_ylabel(y_label)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

@@ -133,5 +133,15 @@ def build_report(res: dict, meta: dict, heads: dict[str, float], th: HardThresho
                                        n_boot) for s in REPORT_SCALES}
             subsets[name][g] = entry
     return {"groups": groups, "by_instruction": subsets, "hard_thresholds": th.as_dict(),
+            "episodes": int(len(np.unique(episodes))),
             "examples": res.get("examples", []),
             "adapter_scale_mean": float(res["adapter_scale"].mean()) if len(res["adapter_scale"]) else None}
+
+
+def replay_episodes(report: dict) -> int | None:
+    """How many episodes the report's intervals resample (older reports: read from a relative change)."""
+    if isinstance(report.get("episodes"), int):
+        return report["episodes"]
+    rel = next((s["relative_to_base_untuned"] for s in report.get("groups", {}).values()
+                if s.get("relative_to_base_untuned")), None)
+    return next(iter(rel.values())).get("episodes") if rel else None
