@@ -94,6 +94,10 @@ def test_rollout_cli_with_the_users_own_words(trained, tmp_path, capsys):
     detail = summary["episodes_detail"]
     assert [(d["zone"], d["instruction"], d["kind"]) for d in detail] == [
         ("far_left", "over there, far on the left", "user"), ("near_right", "by you, on the right", "implicit")]
+    code, _, err = run_cli(["rollout", base_dir, "--policy", "base", "--instructions", lines, "--episodes", "1",
+                            "--max-steps", "3", "--animations", "0", "--out", tmp_path / "ro"], capsys)
+    assert code == 0 and "note: replacing the earlier rollout in" in err and "(base, 2 episodes)" in err
+    assert json.loads((tmp_path / "ro" / "rollouts.json").read_text())["episodes"] == 1
 
     lines.write_text('{"zone": "far_left", "text": "ok"}\n{"zone": "moon", "text": "to the moon"}\n')
     code, out, err = run_cli(["rollout", base_dir, "--policy", "base", "--instructions", lines, "--out",

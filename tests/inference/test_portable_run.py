@@ -153,7 +153,9 @@ def test_a_moved_run_serves_rolls_out_and_evaluates_without_its_shards_or_base(t
     code, out, err = run_cli(["eval", moved / "run", new, "--out", tmp_path / "eval", "--split", "val",
                               "--bootstrap", "10", "--finetuned-base", moved / "ft"], capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "eval" / "sigma_eval_report.json").read_text())["groups"]
+    report = json.loads((tmp_path / "eval" / "sigma_eval_report.json").read_text())
+    assert report["groups"] and report["episodes"] < 5
+    assert f"warning: the 95% intervals rest on {report['episodes']} episode(s) of the val split" in err
     pytest.importorskip("mujoco")
     code, out, err = run_cli(["rollout", moved / "run", "--policy", "sigma+adapter", "--out", tmp_path / "roll",
                               "--episodes", "1", "--max-steps", "3", "--animations", "0"], capsys)
