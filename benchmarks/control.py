@@ -115,7 +115,7 @@ def closed_loop(run: Path, episodes: int) -> dict[str, Any]:
         results = [res for res, _ in iter_episodes(job, specs, 0, 1)]
         seconds = time.perf_counter() - start
         out[mode] = {"episodes": episodes, "s_per_episode": seconds / episodes,
-                     "steps_per_episode": float(np.mean([r.steps for r in results]))}
+                     "steps_per_episode": float(np.mean([r.length for r in results]))}
     out["sigma_over_base"] = out["sigma"]["s_per_episode"] / out["base"]["s_per_episode"]
     return out
 

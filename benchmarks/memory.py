@@ -1,20 +1,21 @@
 """Memory of `--config pi05` measured on CPU: the frozen backbone's bytes per precision, one training step's peak,
 and the per-GPU figure they imply for the GPU recipe -> benchmarks/results/memory.json.
 
-    python benchmarks/memory.py [--step-modes nf4 none] [--batches 1 2] [--out benchmarks/results/memory.json]
+    python benchmarks/memory.py [--step-modes nf4 none] [--batches 1 2] [--checkpointing-batches 1 4]
+                                [--out benchmarks/results/memory.json]
 
 1. Bytes of the frozen backbone of the pi0.5-shaped stand-in (SigmaConfig.pi05_like: Gemma-2B-shaped, 2.59 B
    parameters, random weights, built on CPU) at fp32, bf16 (the float backbone cast), nf4 and int8
    (`--quantize`, bitsandbytes), counted by models.quantize.frozen_bytes (every frozen parameter and buffer by its
    storage, quantization statistics included). Also the trainable parameters (LoRA + heads).
 2. Peak memory of one optimizer step (forward, TRAF + TSAC losses, backward, AdamW's first step, which allocates its
-   states) at batch 1 and 2, with and without gradient checkpointing, for each --step-modes. Each case runs in its
+   states) at batch 1 and 2 without gradient checkpointing and 1 and 4 with it, for each --step-modes. Each case runs in its
    own process; the kernel's peak-RSS counter is reset after the model and optimizer are built (clear_refs), so the
    step's peak is not hidden by the build's (a quantized backbone is built in fp32 first). Activations here are
    fp32: the GPU recipe's bf16 autocast halves them, so the derived figure below is an upper bound in that term.
-3. Derived, not measured on a GPU: frozen bytes + the step's resident size before the step beyond the frozen
-   weights (trainable weights, buffers) + AdamW and gradients + per-sample activations (the batch 2 peak minus the
-   batch 1 peak) x the per-GPU micro-batch, for the README's recipe (batch 32) and the 24 GB one.
+3. Derived, not measured on a GPU: frozen bytes + trainable weights + the step's fixed part (AdamW states,
+   gradients, workspace) + per-sample activations x the per-GPU micro-batch, the step's peak fitted as a line in
+   the batch, for the README's recipe (micro-batch 32) and smaller ones.
 """
 
 from __future__ import annotations
@@ -122,33 +123,44 @@ def _in_subprocess(preset: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def slope(points: list[tuple[int, int]]) -> float:
+    """Least-squares bytes per sample of (batch, step peak) points."""
+    n = len(points)
+    mx, my = sum(b for b, _ in points) / n, sum(p for _, p in points) / n
+    return sum((b - mx) * (p - my) for b, p in points) / sum((b - mx) ** 2 for b, _ in points)
+
+
 def derive(frozen: dict[str, dict], steps: list[dict], micro_batch: int) -> dict[str, dict]:
-    """Per quantize mode and checkpointing: the GPU figure at `micro_batch` from the CPU measurements."""
+    """Per quantize mode and checkpointing: the GPU figure at `micro_batch` from the CPU measurements. The step's
+    peak above the built model is fitted as fixed + per_sample x batch over the batches measured."""
     out = {}
-    for s1 in (s for s in steps if s["batch_size"] == 1):
-        s2 = next((s for s in steps if s["batch_size"] == 2 and s["quantize"] == s1["quantize"]
-                   and s["gradient_checkpointing"] == s1["gradient_checkpointing"]), None)
-        if s2 is None:
+    for key in dict.fromkeys((s["quantize"], s["gradient_checkpointing"]) for s in steps):
+        points = [(s["batch_size"], s["step_peak_above_start_bytes"]) for s in steps
+                  if (s["quantize"], s["gradient_checkpointing"]) == key]
+        if len({b for b, _ in points}) < 2:
             continue
-        per_sample = s2["step_peak_above_start_bytes"] - s1["step_peak_above_start_bytes"]
-        fixed_step = s1["step_peak_above_start_bytes"] - per_sample  # AdamW states, gradients, workspace
-        key = f"{s1['quantize']}{' + checkpointing' if s1['gradient_checkpointing'] else ''}"
-        weights = frozen["fp32" if s1["quantize"] == "none" else s1["quantize"]]["frozen_backbone_bytes"]
-        trainable = 4 * s1["trainable_params"]
+        per_sample = max(slope(points), 0.0)  # allocator noise can tilt a near-flat fit below 0
+        first = min(points)
+        fixed_step = first[1] - per_sample * first[0]  # AdamW states, gradients, workspace
+        mode, ckpt = key
+        weights = frozen["fp32" if mode == "none" else mode]["frozen_backbone_bytes"]
+        trainable = 4 * next(s["trainable_params"] for s in steps if s["quantize"] == mode)
         total = weights + trainable + fixed_step + micro_batch * per_sample
-        out[key] = {"micro_batch": micro_batch, "frozen_weights_gib": round(weights / GiB, 2),
-                    "trainable_weights_gib": round(trainable / GiB, 2),
-                    "optimizer_and_gradients_gib": round(fixed_step / GiB, 2),
-                    "activations_per_sample_gib": round(per_sample / GiB, 3),
-                    "total_gib": round(total / GiB, 1),
-                    "total_gib_bf16_activations": round((total - micro_batch * per_sample / 2) / GiB, 1)}
+        out[f"{mode}{' + checkpointing' if ckpt else ''}"] = {
+            "micro_batch": micro_batch, "batches_measured": sorted(b for b, _ in points),
+            "frozen_weights_gib": round(weights / GiB, 2), "trainable_weights_gib": round(trainable / GiB, 2),
+            "optimizer_gradients_workspace_gib": round(fixed_step / GiB, 2),
+            "activations_per_sample_gib": round(per_sample / GiB, 3), "total_gib": round(total / GiB, 1),
+            "total_gib_bf16_activations": round((total - micro_batch * per_sample / 2) / GiB, 1)}
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--step-modes", nargs="+", default=["nf4", "none"], choices=["none", "nf4", "int8"])
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 2], help="batches measured without checkpointing")
+    ap.add_argument("--checkpointing-batches", nargs="+", type=int, default=[1, 4],
+                    help="with checkpointing (its activations are small: a wider spread measures them)")
     ap.add_argument("--micro-batches", nargs="+", type=int, default=[32, 8, 4],
                     help="per-GPU micro-batches to derive a figure for (the README's recipe: 32)")
     ap.add_argument("--preset", default="pi05", choices=["pi05", "tiny"], help="tiny: a seconds-long smoke run")
@@ -168,7 +180,7 @@ def main() -> None:
     steps = []
     for mode in args.step_modes:
         for ckpt in (False, True):
-            for b in args.batches:
+            for b in args.checkpointing_batches if ckpt else args.batches:
                 s = _in_subprocess(args.preset, "step", mode, str(b), "1" if ckpt else "0")
                 steps.append(s)
                 print(f"step {mode:4s} batch {b} checkpointing {ckpt!s:5s}: peak {s['peak_rss_bytes'] / GiB:6.2f} GiB "

@@ -257,6 +257,7 @@ def load_sigma_policy(run, mode: str = "sigma+adapter", telepathy: bool = True,
     config, info = _policy_setup(spec, mode=mode, telepathy=telepathy, n_action_steps=n_action_steps,
                                  adapter=load_adapter_config(run))
     norm = Normalizer.from_dict(spec["normalization"], Path(run) / POLICY_FILE)
+    model.backbone.merge_lora()  # a policy only infers: one matmul per projection (Backbone.merge_lora)
     return SigmaPolicy(model, base, norm, live_tokenizer(sigma_text(model.config)), config, info)
 
 

@@ -61,6 +61,20 @@ class Backbone(nn.Module):
         """State-dict keys (relative to this module) of the frozen pretrained weights."""
         return [k for k in self.state_dict() if "lora_" not in k]
 
+    def merge_lora(self) -> int:
+        """For inference only: fold LoRA into the frozen weights it adapts, so a forward runs one matmul per
+        projection instead of three (the control loop's rate, docs/pipeline.md). Quantized layers are left as they
+        are (folding into 4-bit weights would round them). Returns how many layers were folded; the module must
+        not be trained or saved afterwards."""
+        try:
+            from peft.tuners.lora import LoraLayer
+        except ImportError:
+            return 0
+        layers = [m for m in self.modules() if isinstance(m, LoraLayer) and type(m.get_base_layer()) is nn.Linear]
+        for layer in layers:
+            layer.merge(safe_merge=True)
+        return len(layers)
+
 
 class HFBackbone(Backbone):
     """A Hugging Face transformer (anything with `get_input_embeddings()` and `inputs_embeds=`), LoRA via peft on
