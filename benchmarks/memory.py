@@ -1,7 +1,7 @@
 """Memory of `--config pi05` measured on CPU: the frozen backbone's bytes per precision, one training step's peak,
 and the per-GPU figure they imply for the GPU recipe -> benchmarks/results/memory.json.
 
-    python benchmarks/memory.py [--step-modes nf4 none] [--batches 1 2] [--checkpointing-batches 1 4]
+    python benchmarks/memory.py [--step-modes nf4 [none int8]] [--batches 1 2] [--checkpointing-batches 1 4]
                                 [--out benchmarks/results/memory.json]
 
 1. Bytes of the frozen backbone of the pi0.5-shaped stand-in (SigmaConfig.pi05_like: Gemma-2B-shaped, 2.59 B
@@ -9,13 +9,13 @@ and the per-GPU figure they imply for the GPU recipe -> benchmarks/results/memor
    (`--quantize`, bitsandbytes), counted by models.quantize.frozen_bytes (every frozen parameter and buffer by its
    storage, quantization statistics included). Also the trainable parameters (LoRA + heads).
 2. Peak memory of one optimizer step (forward, TRAF + TSAC losses, backward, AdamW's first step, which allocates its
-   states) at batch 1 and 2 without gradient checkpointing and 1 and 4 with it, for each --step-modes. Each case runs in its
+   states) at batch 1 and 2 without gradient checkpointing and 1 and 4 with it, with an nf4 backbone (--step-modes). Each case runs in its
    own process; the kernel's peak-RSS counter is reset after the model and optimizer are built (clear_refs), so the
    step's peak is not hidden by the build's (a quantized backbone is built in fp32 first). Activations here are
    fp32: the GPU recipe's bf16 autocast halves them, so the derived figure below is an upper bound in that term.
-3. Derived, not measured on a GPU: frozen bytes + trainable weights + the step's fixed part (AdamW states,
-   gradients, workspace) + per-sample activations x the per-GPU micro-batch, the step's peak fitted as a line in
-   the batch, for the README's recipe (micro-batch 32) and smaller ones.
+3. Derived, not measured on a GPU, per precision: its frozen bytes + trainable weights + the step's fixed part
+   (AdamW states, gradients, workspace) + per-sample activations x the per-GPU micro-batch, the step's peak fitted
+   as a line in the batch, for the README's recipe (micro-batch 32) and smaller ones.
 """
 
 from __future__ import annotations
@@ -130,34 +130,47 @@ def slope(points: list[tuple[int, int]]) -> float:
     return sum((b - mx) * (p - my) for b, p in points) / sum((b - mx) ** 2 for b, _ in points)
 
 
+def fit_step(steps: list[dict], mode: str, ckpt: bool) -> tuple[float, float, list[int]] | None:
+    """The step's peak above the built model as fixed + per_sample x batch (least squares over the batches
+    measured): (fixed bytes, bytes per sample, batches), or None with fewer than two batches."""
+    points = [(s["batch_size"], s["step_peak_above_start_bytes"]) for s in steps
+              if (s["quantize"], s["gradient_checkpointing"]) == (mode, ckpt)]
+    if len({b for b, _ in points}) < 2:
+        return None
+    per_sample = max(slope(points), 0.0)  # allocator noise can tilt a near-flat fit below 0
+    first = min(points)
+    return first[1] - per_sample * first[0], per_sample, sorted(b for b, _ in points)
+
+
 def derive(frozen: dict[str, dict], steps: list[dict], micro_batch: int) -> dict[str, dict]:
-    """Per quantize mode and checkpointing: the GPU figure at `micro_batch` from the CPU measurements. The step's
-    peak above the built model is fitted as fixed + per_sample x batch over the batches measured."""
+    """The GPU figure at `micro_batch` per backbone precision, with and without checkpointing: the frozen weights
+    of that precision + trainable weights + the step's fixed part (AdamW states, gradients, workspace) + activations
+    per sample x micro_batch, the step measured with the first --step-modes (activations do not depend on how the
+    frozen weights are stored)."""
     out = {}
-    for key in dict.fromkeys((s["quantize"], s["gradient_checkpointing"]) for s in steps):
-        points = [(s["batch_size"], s["step_peak_above_start_bytes"]) for s in steps
-                  if (s["quantize"], s["gradient_checkpointing"]) == key]
-        if len({b for b, _ in points}) < 2:
+    mode = steps[0]["quantize"]
+    trainable = 4 * steps[0]["trainable_params"]
+    for ckpt in (False, True):
+        fit = fit_step(steps, mode, ckpt)
+        if fit is None:
             continue
-        per_sample = max(slope(points), 0.0)  # allocator noise can tilt a near-flat fit below 0
-        first = min(points)
-        fixed_step = first[1] - per_sample * first[0]  # AdamW states, gradients, workspace
-        mode, ckpt = key
-        weights = frozen["fp32" if mode == "none" else mode]["frozen_backbone_bytes"]
-        trainable = 4 * next(s["trainable_params"] for s in steps if s["quantize"] == mode)
-        total = weights + trainable + fixed_step + micro_batch * per_sample
-        out[f"{mode}{' + checkpointing' if ckpt else ''}"] = {
-            "micro_batch": micro_batch, "batches_measured": sorted(b for b, _ in points),
-            "frozen_weights_gib": round(weights / GiB, 2), "trainable_weights_gib": round(trainable / GiB, 2),
-            "optimizer_gradients_workspace_gib": round(fixed_step / GiB, 2),
-            "activations_per_sample_gib": round(per_sample / GiB, 3), "total_gib": round(total / GiB, 1),
-            "total_gib_bf16_activations": round((total - micro_batch * per_sample / 2) / GiB, 1)}
+        fixed, per_sample, batches = fit
+        for precision, f in frozen.items():
+            total = f["frozen_backbone_bytes"] + trainable + fixed + micro_batch * per_sample
+            out[f"{precision}{' + checkpointing' if ckpt else ''}"] = {
+                "micro_batch": micro_batch, "step_measured_with": mode, "batches_measured": batches,
+                "frozen_weights_gib": round(f["frozen_backbone_bytes"] / GiB, 2),
+                "trainable_weights_gib": round(trainable / GiB, 2),
+                "optimizer_gradients_workspace_gib": round(fixed / GiB, 2),
+                "activations_per_sample_gib": round(per_sample / GiB, 3), "total_gib": round(total / GiB, 1),
+                "total_gib_bf16_activations": round((total - micro_batch * per_sample / 2) / GiB, 1)}
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--step-modes", nargs="+", default=["nf4", "none"], choices=["none", "nf4", "int8"])
+    ap.add_argument("--step-modes", nargs="+", default=["nf4"], choices=["none", "nf4", "int8"],
+                    help="backbone precisions a step is measured with (the derived figures use the first)")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 2], help="batches measured without checkpointing")
     ap.add_argument("--checkpointing-batches", nargs="+", type=int, default=[1, 4],
                     help="with checkpointing (its activations are small: a wider spread measures them)")
@@ -189,7 +202,7 @@ def main() -> None:
     derived = {str(m): derive(frozen, steps, m) for m in args.micro_batches}
     for m, cases in derived.items():
         for key, d in cases.items():
-            print(f"derived, micro-batch {m:>2s}, {key:22s}: {d['total_gib']:5.1f} GiB "
+            print(f"derived, micro-batch {m:>2s}, {key:23s}: {d['total_gib']:5.1f} GiB "
                   f"({d['total_gib_bf16_activations']:.1f} GiB with bf16 activations)")
     result = {"what": f"{args.preset} stand-in, random weights, CPU", "preset": args.preset, "frozen": frozen, "steps": steps,
               "derived_per_gpu": derived, "derived_note": "derived from CPU measurements, not measured on a GPU",
