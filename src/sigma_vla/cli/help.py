@@ -40,8 +40,8 @@ def plain(param: Any) -> Any:
     return param
 
 
-class SigmaCommand(TyperCommand):
-    """Every `sigma` sub-command (registered in cli/main.py)."""
+class _PlainParams:
+    """Options and arguments (the help option included) shown without type tags, arguments in upper case."""
 
     def __init__(self, *args: Any, params: list[Any] | None = None, **kwargs: Any):
         super().__init__(*args, params=[plain(p) for p in params or []], **kwargs)
@@ -49,6 +49,10 @@ class SigmaCommand(TyperCommand):
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)
         return plain(option) if option is not None else None
+
+
+class SigmaCommand(_PlainParams, TyperCommand):
+    """Every `sigma` sub-command (registered in cli/main.py)."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         for param in self.get_params(ctx):
@@ -57,15 +61,8 @@ class SigmaCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-class SigmaGroup(TyperGroup):
+class SigmaGroup(_PlainParams, TyperGroup):
     """`sigma` itself: its own options (--version, --help) read like the commands'."""
-
-    def __init__(self, *args: Any, params: list[Any] | None = None, **kwargs: Any):
-        super().__init__(*args, params=[plain(p) for p in params or []], **kwargs)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        return plain(option) if option is not None else None
 
 
 # ---- texts from the registry (filled in lazily: training/ imports torch) ---------------------------------------
