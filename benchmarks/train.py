@@ -30,10 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from sigma_vla.sim.instructions import TEMPLATES
+
 RESULTS = Path(__file__).parent / "results" / "train.json"
 VARIANTS = [(exp, trainable, hard) for exp in ("tiny", "demo") for trainable in ("lora", "full")
             for hard in (True, False)]
 SIM_DIMS = {"state_dim": 16, "action_dim": 4}  # the SO-101 simulator's STATE_NAMES and [dx, dy, dz, grasp]
+# The recorder's training phrasings: their lengths set how many text tokens the backbone runs (Sigma drops the
+# padding every text of a batch shares).
+TASKS = tuple(t.text for t in TEMPLATES if not t.held_out)
 
 
 def _rss_mb() -> float:
@@ -49,9 +54,21 @@ def fake_meta(model_cfg) -> dict:
     ds, da = model_cfg.state_dim, model_cfg.action_dim
     return {"params": {"horizon": model_cfg.horizon, "chunk": model_cfg.chunk, "image_size": model_cfg.vision.image_size},
             "cameras": [f"cam{i}" for i in range(model_cfg.vision.num_cameras)], "state_dim": ds, "action_dim": da,
-            "tasks": ["place the block far left", "put it near the right"],
+            "tasks": list(TASKS),
             "normalization": {"robot_state": {"mean": [0.0] * ds, "std": [1.0] * ds},
                               "action": {"mean": [0.0] * da, "std": [1.0] * da}}}
+
+
+def fake_batch(model_cfg, batch_size: int) -> dict:
+    """A simulator-shaped batch whose rows read TASKS in turn (the transform tokenizes them)."""
+    import torch
+
+    from sigma_vla.models import make_fake_batch
+
+    batch = make_fake_batch(model_cfg, batch_size, with_base_actions=True)
+    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
+    batch["task_index"] = torch.arange(batch_size) * 7 % len(TASKS)
+    return batch
 
 
 def preset_for(experiment: str):
@@ -67,7 +84,7 @@ def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict
     """Time `steps` optimizer steps after 2 warm-up steps, in this process."""
     import torch
 
-    from sigma_vla.models import SigmaModel, make_fake_batch
+    from sigma_vla.models import SigmaModel
     from sigma_vla.processing.transforms import BatchTransform
     from sigma_vla.training.optim import build_optimizer
     from sigma_vla.training.registry import get_experiment
@@ -82,9 +99,7 @@ def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict
                                                                             model_cfg.language.text_max_len))
     groups = task.param_groups(trainable)
     opt = build_optimizer(groups, config)
-    batch = make_fake_batch(model_cfg, config.batch_size, with_base_actions=True)
-    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
-    batch["task_index"] %= 2  # fake_meta has two tasks
+    batch = fake_batch(model_cfg, config.batch_size)
     rss_before = _rss_mb()
     times = []
     for i in range(steps + 2):
@@ -111,7 +126,7 @@ def _sigma_step(batch_size: int):
     """(step function, model, batch) of Sigma's demo training step on a simulator-shaped fake batch."""
     import torch
 
-    from sigma_vla.models import SigmaModel, make_fake_batch
+    from sigma_vla.models import SigmaModel
     from sigma_vla.processing.transforms import BatchTransform
     from sigma_vla.training.optim import build_optimizer
     from sigma_vla.training.registry import get_experiment
@@ -122,9 +137,7 @@ def _sigma_step(batch_size: int):
     cfg = preset_for("demo")
     task = SigmaTask(SigmaModel(cfg), config, BatchTransform.from_meta(fake_meta(cfg), cfg.language.text_max_len))
     opt = build_optimizer(task.param_groups("lora"), config)
-    batch = make_fake_batch(cfg, batch_size, with_base_actions=True)
-    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
-    batch["task_index"] %= 2
+    batch = fake_batch(cfg, batch_size)
 
     def step(i: int) -> None:
         loss, _ = task.loss(task.model, batch, i)
@@ -140,7 +153,6 @@ def _control_step(batch_size: int):
     import torch
 
     from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
-    from sigma_vla.models import make_fake_batch
     from sigma_vla.processing.transforms import BatchTransform
     from sigma_vla.training.optim import build_optimizer
     from sigma_vla.training.registry import get_experiment
@@ -153,9 +165,7 @@ def _control_step(batch_size: int):
     task = BaseFinetuneTask(base, config, BatchTransform.from_meta(fake_meta(cfg), base.config.text_max_len),
                             cfg.chunk)
     opt = build_optimizer(task.param_groups("full"), config)
-    batch = make_fake_batch(cfg, batch_size, with_base_actions=True)
-    batch.pop("text_input_ids"), batch.pop("text_attention_mask")
-    batch["task_index"] %= 2
+    batch = fake_batch(cfg, batch_size)
 
     def step(i: int) -> None:
         loss, _ = task.loss(task.model, batch, i)

@@ -31,6 +31,7 @@ def test_paper_defaults() -> None:
     (lambda: ActionConfig(width=30, heads=4), "action.heads", "30"),
     (lambda: BackboneConfig(kind="minilm", hidden_size=512), "backbone.hidden_size", "512"),
     (lambda: BackboneConfig(kind="llama"), "backbone.kind", "llama"),
+    (lambda: BackboneConfig(dropout=1.5), "backbone.dropout", "1.5"),
     (lambda: SigmaConfig(horizon=4, chunk=8), "chunk", "8"),
     (lambda: SigmaConfig(action_dim=0), "action_dim", "0"),
 ])
@@ -46,3 +47,18 @@ def test_unknown_keys_are_refused() -> None:
     data["vision"]["num_camera"] = 2
     with pytest.raises(ConfigError, match="num_camera"):
         SigmaConfig.from_dict(data)
+
+
+def test_backbone_dropout_sets_the_frozen_layers_and_leaves_loras_own() -> None:
+    import torch
+
+    from sigma_vla.models.backbone import build_backbone
+
+    small = dict(kind="bert", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=100)
+    rates = {name: m.p for name, m in build_backbone(BackboneConfig(**small, dropout=0.0)).named_modules()
+             if isinstance(m, torch.nn.Dropout)}
+    lora = {n for n in rates if "lora_dropout" in n}
+    assert lora and {rates[n] for n in lora} == {0.05}
+    assert {rates[n] for n in set(rates) - lora} == {0.0}
+    kept = {m.p for m in build_backbone(BackboneConfig(**small)).modules() if isinstance(m, torch.nn.Dropout)}
+    assert kept == {0.05, 0.1}  # None: the transformer's own (BERT's 0.1)

@@ -33,7 +33,8 @@ def batch(cfg: SigmaConfig) -> dict[str, torch.Tensor]:
 def test_every_output_has_its_shape(model: SigmaModel, cfg: SigmaConfig, batch: dict) -> None:
     out = model(batch)
     da, c, t, d, k, dt = cfg.action_dim, cfg.chunk, cfg.horizon, cfg.d_model, cfg.language.num_factors, 8
-    n = cfg.language.text_max_len + cfg.vision.num_tokens + cfg.vision.state_tokens
+    n_text = int(batch["text_attention_mask"].any(dim=0).nonzero().max()) + 1  # columns padded in every row go
+    n = n_text + cfg.vision.num_tokens + cfg.vision.state_tokens
     w, nq = cfg.action.width, cfg.action.num_queries
     expected = {
         "action_vector": (B, da), "action_chunk": (B, c, da), "action_trajectory": (B, t, da),
@@ -52,6 +53,23 @@ def test_every_output_has_its_shape(model: SigmaModel, cfg: SigmaConfig, batch: 
         value = getattr(out, name)
         assert tuple(value.shape) == shape, name
         assert torch.isfinite(value.float()).all(), name
+
+
+def test_dropping_the_texts_common_padding_changes_no_output(model: SigmaModel, batch: dict, monkeypatch) -> None:
+    # Texts are padded to text_max_len and the backbone runs only the columns some row uses; with the positions
+    # kept (BERT's are absolute) every output must equal the padded forward's.
+    from sigma_vla.models import sigma as sigma_module
+
+    short = dict(batch, text_attention_mask=batch["text_attention_mask"].clone())
+    short["text_attention_mask"][:, 3:] = 0  # every text ends by column 3 of 8
+    model.eval()
+    trimmed = model(short)
+    monkeypatch.setattr(sigma_module, "_trim_padding", lambda text, mask: (text, mask))
+    padded = model(short)
+    assert trimmed.hidden_mask.shape[1] == padded.hidden_mask.shape[1] - (short["text_attention_mask"].shape[1] - 3)
+    for name in ("action_vector", "action_chunk", "action_trajectory", "residual_chunk", "telepathy_factors",
+                 "semantic_memory", "intent"):
+        torch.testing.assert_close(getattr(trimmed, name), getattr(padded, name), rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_untrained_sigma_adds_nothing_to_the_base(model: SigmaModel, batch: dict) -> None:

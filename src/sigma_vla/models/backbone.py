@@ -35,7 +35,8 @@ __all__ = ["Backbone", "HFBackbone", "build_backbone", "count_parameters", "desc
 
 
 class Backbone(nn.Module):
-    """Interface: `hidden_size`, `embed_text(ids)`, `forward(inputs_embeds, attention_mask)`, `lora_parameters()`.
+    """Interface: `hidden_size`, `embed_text(ids)`, `forward(inputs_embeds, attention_mask, position_ids)`,
+    `lora_parameters()`.
 
     `reloadable` says whether the frozen weights can be rebuilt exactly from an installed package; checkpoints then
     store only LoRA and the heads (a MiniLM checkpoint is 3 MB instead of 90 MB).
@@ -47,7 +48,10 @@ class Backbone(nn.Module):
     def embed_text(self, input_ids: Tensor) -> Tensor:  # (B, L) int64 -> (B, L, D)
         raise NotImplementedError
 
-    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Tensor:  # (B, N, D), (B, N) -> (B, N, D)
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor,
+                position_ids: Tensor | None = None) -> Tensor:  # (B, N, D), (B, N), (B, N) -> (B, N, D)
+        """position_ids: each token's position (None: 0..N-1); Sigma passes them because it drops the padding
+        between the text and the vision tokens."""
         raise NotImplementedError
 
     def lora_parameters(self) -> Iterator[nn.Parameter]:
@@ -85,6 +89,10 @@ class HFBackbone(Backbone):
         super().__init__()
         if lora is not None:
             quantize_layers(model, lora.quantize)
+        if lora is not None and lora.dropout is not None:  # before LoRA, whose own dropout is lora_dropout
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = lora.dropout
         if lora is not None and lora.use_lora:
             import peft
 
@@ -100,8 +108,8 @@ class HFBackbone(Backbone):
     def embed_text(self, input_ids: Tensor) -> Tensor:
         return self.model.get_input_embeddings()(input_ids)  # (B, L, D)
 
-    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Tensor:
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long())
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask.long(), position_ids=position_ids)
         return out.last_hidden_state  # (B, N, D)
 
     def enable_gradient_checkpointing(self) -> None:

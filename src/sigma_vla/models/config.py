@@ -62,6 +62,9 @@ class BackboneConfig:
     lora_rank: int = 16  # paper 4.2
     lora_alpha: int = 32  # our choice: alpha = 2 r, the usual PEFT scaling
     lora_dropout: float = 0.05  # paper: "LoRA with dropout", value not given
+    # Dropout inside the frozen transformer's own layers (embeddings, hidden and attention) while Sigma trains;
+    # None keeps the pretrained model's (MiniLM: 0.1). Measured as a lever in docs/closed_loop.md.
+    dropout: float | None = None
     lora_targets: tuple[str, ...] = BERT_LORA_TARGETS
     ref: str | None = None  # lerobot only: the checkpoint's reference (interop/lerobot.py)
     fingerprint: str | None = None  # lerobot only: the checkpoint's fingerprint, checked when ref is a local dir
@@ -87,6 +90,8 @@ class BackboneConfig:
                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         _check(self.lora_rank >= 1, "backbone.lora_rank", f"must be >= 1, got {self.lora_rank}")
         _check(0.0 <= self.lora_dropout < 1.0, "backbone.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "backbone.dropout",
+               f"must be null or in [0, 1), got {self.dropout}")
         _check(len(self.lora_targets) > 0, "backbone.lora_targets", "must name at least one module")
         _check(self.quantize in QUANTIZE_MODES, "backbone.quantize",
                f"must be one of {list(QUANTIZE_MODES)}, got {self.quantize!r}")

@@ -115,9 +115,12 @@ class SigmaModel(nn.Module):
         text, text_mask = self._text_tokens(batch)  # (B, L, D), (B, L)
         v_base, state_tokens = self.vision.encode(batch)  # (B, N_v, D), (B, N_s, D)
         vision0 = self.vision.modulate(v_base, None)  # (B, N_v, D) vision pass without tau
+        padded_len = text.shape[1]
+        text, text_mask = _trim_padding(text, text_mask)  # (B, L', D), (B, L') with L' <= L
         seq = torch.cat([text, vision0, state_tokens], dim=1)  # (B, N, D)
         mask, regions = _regions(text_mask, vision0.shape[1], state_tokens.shape[1])  # (B, N)
-        hidden = self.backbone(seq, mask)  # (B, N, D) hidden_sequence_base
+        positions = _positions(text.shape[1], padded_len, seq.shape[1] - text.shape[1], seq.device)  # (N,)
+        hidden = self.backbone(seq, mask, positions.expand(seq.shape[0], -1))  # (B, N, D) hidden_sequence_base
         b, d = hidden.shape[0], hidden.shape[-1]
         m_prev = prev_memory if prev_memory is not None else hidden.new_zeros(b, d)  # (B, D)
         sem = self.language(hidden, regions, m_prev)
@@ -190,6 +193,21 @@ class SigmaModel(nn.Module):
         model = cls(SigmaConfig.from_dict(config), backbone=backbone)
         load_state_checked(model, state, skipped, directory)
         return model
+
+
+def _trim_padding(text: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the text columns that are padding in every row (texts are padded to text_max_len, most are shorter):
+    every head reads the text through the mask, so this changes no value, only how many tokens the backbone runs."""
+    used = mask.any(dim=0).nonzero()  # (L'', 1) columns some row uses
+    keep = int(used.max()) + 1 if used.numel() else 1
+    return text[:, :keep], mask[:, :keep]
+
+
+def _positions(n_text: int, padded_len: int, n_rest: int, device: torch.device) -> Tensor:
+    """Position ids of [text; vision; state] as if the text were still padded to padded_len, so that trimming
+    (`_trim_padding`) leaves a backbone with absolute positions (BERT) exactly where it was."""
+    return torch.cat([torch.arange(n_text, device=device),
+                      torch.arange(padded_len, padded_len + n_rest, device=device)])  # (N,)
 
 
 def _regions(text_mask: Tensor, n_vision: int, n_state: int) -> tuple[Tensor, dict[str, Tensor]]:
