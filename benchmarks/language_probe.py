@@ -1,6 +1,6 @@
 """Can a backbone read the held-out instructions' zones without being taught their words? A linear probe.
 
-    python benchmarks/language_probe.py [--model DIR] [--out benchmarks/results/language_probe.json]
+    python benchmarks/language_probe.py [--model DIR] [--extra-phrasings FILE.jsonl] [--out FILE.json]
 
 For every layer of a pretrained language model (default: the embedded MiniLM; `--model` takes any local
 Hugging Face encoder or decoder directory), the instruction templates of `sim/instructions.py` are encoded and
@@ -10,6 +10,11 @@ held-out implicit templates use one depth phrase per depth that no seen template
 "out at arm's length"), so their depth accuracy says whether the model's features carry that meaning at all:
 what Sigma's heads, which read the same features, can reach on them zero-shot (docs/closed_loop.md, "Where
 Sigma's blocks land"). Chance is 0.5 for depth and 0.33 for side.
+
+`--extra-phrasings` adds training phrasings (JSON lines {"zone", "kind", "text"}, as `sigma rollout
+--instructions` reads them) to the seen templates: whether a richer training grammar would make the held-out
+phrasings readable, asked in seconds before anyone re-records. `benchmarks/richer_phrasings.jsonl` is one such
+grammar, written without the held-out templates' words.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import torch
 from torch import Tensor
 
 from sigma_vla.outdir import atomic_write_text
-from sigma_vla.sim.instructions import KINDS, TEMPLATES, ZONES, Template
+from sigma_vla.errors import SigmaError
+from sigma_vla.sim.instructions import KINDS, TEMPLATES, ZONES, Template, read_instructions
 
 TARGETS = {"depth": lambda t: ZONES[t.zone].depth, "side": lambda t: ZONES[t.zone].side}
 
@@ -82,19 +88,37 @@ def run_probe(model_dir: str | None, templates: tuple[Template, ...] = TEMPLATES
     return rows
 
 
+def extra_templates(path: Path) -> tuple[Template, ...]:
+    """A phrasings file as seen templates of its zones; each line needs an explicit or implicit kind."""
+    out = []
+    for i, ins in enumerate(read_instructions(path)):
+        if ins.kind not in KINDS:
+            raise SigmaError(f"phrasing {i + 1} needs kind 'explicit' or 'implicit', got {ins.kind!r}",
+                             file=path, field="kind")
+        out.append(Template(f"{ins.zone}/{ins.kind}/extra{i}", ins.zone, ins.kind, ins.text, held_out=False))
+    return tuple(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="A local Hugging Face model directory (default: MiniLM).")
+    ap.add_argument("--extra-phrasings", type=Path, default=None,
+                    help="JSON lines {zone, kind, text}: more training phrasings for the probe to learn from.")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "language_probe.json")
     args = ap.parse_args()
     if args.model is not None and not (Path(args.model) / "config.json").is_file():
         raise SystemExit(f"--model {args.model}: no config.json there (a local Hugging Face model directory)")
-    rows = run_probe(args.model)
+    try:
+        extra = extra_templates(args.extra_phrasings) if args.extra_phrasings else ()
+    except SigmaError as err:
+        raise SystemExit(err.one_line()) from None
+    rows = run_probe(args.model, TEMPLATES + extra)
     for r in rows:
         print(f"{r['kind']:8s} {r['target']:5s} layer {r['layer']}: "
               f"held-out accuracy {r['held_out_accuracy']:.2f} (of {r['held_out_templates']})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"benchmark": "language_probe", "model": args.model or "MiniLM",
+                                            "extra_phrasings": str(args.extra_phrasings or ""),
                                             "rows": rows}, indent=1))
     print(f"-> {args.out}")
 

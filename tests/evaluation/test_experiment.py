@@ -92,6 +92,21 @@ def test_shards_from_another_base_are_refused(tmp_path):
         check_inputs(shards, base)
 
 
+def test_a_paraphrase_table_that_teaches_a_held_out_template_is_refused(tmp_path):
+    from sigma_vla.cli.experiment import check_paraphrases
+    from sigma_vla.sim.instructions import TEMPLATES
+
+    seen = next(t for t in TEMPLATES if not t.held_out)
+    held = next(t for t in TEMPLATES if t.held_out and t.zone == seen.zone)
+    table = tmp_path / "table.jsonl"
+    table.write_text(json.dumps({"task": seen.text, "text": "set it down over there"}) + "\n")
+    check_paraphrases(table)
+    table.write_text(table.read_text() + json.dumps({"task": seen.text, "text": held.text}) + "\n")
+    with pytest.raises(SigmaError, match="held-out template") as err:
+        check_paraphrases(table)
+    assert held.text in err.value.one_line()
+
+
 @pytest.mark.slow
 def test_experiment_end_to_end_resumes_and_refuses_another_plan(tmp_path):
     """Two seeds of a tiny Sigma and control over a tiny base, two episodes per set; a rerun keeps every finished

@@ -152,3 +152,36 @@ def test_shards_without_base_actions_are_refused_unless_no_base(tmp_path, capsys
                             "--batch-size", "4", "--no-base", "--no-progress"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "run/policy.json").read_text())["base"] is None
+
+
+def test_paraphrases_change_what_sigma_and_the_control_read_and_resume_exactly(shards, tmp_path):
+    """With --paraphrases a run trains on other wordings (its losses differ from the plain run's), and a resumed run
+    draws the wordings the straight one drew."""
+    from fake_shards import TASKS
+
+    from sigma_vla.bases.policy import TinyBaseConfig, TinyBasePolicy
+
+    table = tmp_path / "table.jsonl"
+    table.write_text("".join(json.dumps({"task": t, "text": f"{t}, {w}"}) + "\n" for t in TASKS
+                             for w in ("please", "when you can", "gently now")))
+    opts = {"steps": 10, "batch_size": 4, "checkpoint_every": 5, "paraphrases": str(table)}
+    plain = train_sigma(shards, tmp_path / "plain", "tiny", {**opts, "paraphrases": None}, progress=False)
+    straight = train_sigma(shards, tmp_path / "a", "tiny", opts, progress=False)
+    train_sigma(shards, tmp_path / "b", "tiny", opts, progress=False, stop_after=5)
+    resumed = train_sigma(shards, tmp_path / "b", "tiny", opts, resume=True, progress=False)
+    assert [r["loss"] for r in straight.history[5:]] == [r["loss"] for r in resumed.history]
+    assert [r["loss"] for r in plain.history] != [r["loss"] for r in straight.history]
+    torch.manual_seed(0)
+    TinyBasePolicy(TinyBaseConfig.tiny()).save_pretrained(tmp_path / "base")
+    runs = [finetune_base(shards, tmp_path / name, tmp_path / "base", "tiny", {**opts, "paraphrases": p},
+                          progress=False) for name, p in (("c0", None), ("c1", str(table)))]
+    assert [r["loss"] for r in runs[0].history] != [r["loss"] for r in runs[1].history]
+
+
+def test_cli_paraphrases_bad_table_is_one_line(tmp_path, shards, monkeypatch, capsys):
+    table = tmp_path / "table.jsonl"
+    table.write_text('{"task": "stack the cups", "text": "pile the cups"}\n')
+    code, _, err = _cli(monkeypatch, capsys, "train", shards, "--out", tmp_path / "run", "--config", "tiny",
+                        "--steps", "1", "--paraphrases", table, "--no-progress")
+    assert code == 2 and err.count("\n") == 1 and "table.jsonl" in err and "no line's task" in err
+    assert not (tmp_path / "run" / "model").exists()

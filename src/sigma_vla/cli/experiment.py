@@ -44,6 +44,7 @@ class ExperimentPlan:
     config: str
     rollout_seed: int
     max_steps: int
+    paraphrases: str | None = None  # a paraphrase table both groups train with (processing/paraphrase.py)
 
 
 def check_options(seeds: int, episodes: int, workers: int, steps: int | None, max_steps: int) -> None:
@@ -73,6 +74,18 @@ def check_inputs(shards: Path, base: Path) -> None:
         raise SigmaError(f"the shards' base actions come from another base (fingerprint "
                          f"{str(record['fingerprint'])[:12]}..., this base {fingerprint(base)[:12]}...); rerun "
                          "`sigma base-actions` with this base", file=meta_file, field="base_actions.fingerprint")
+
+
+def check_paraphrases(path: Path) -> None:
+    """A paraphrase table may not teach a held-out template: the held-out set would then be seen in training."""
+    from sigma_vla.processing.paraphrase import read_table
+    from sigma_vla.sim.instructions import TEMPLATES
+
+    held_out = {t.text for t in TEMPLATES if t.held_out}
+    for task, text in read_table(path):
+        if text in held_out or task in held_out:
+            raise SigmaError(f"holds the held-out template {text if text in held_out else task!r}: the held-out "
+                             "set would be seen in training", file=path, field="text")
 
 
 def open_experiment(out: Path, plan: ExperimentPlan) -> None:
@@ -106,7 +119,8 @@ def train_seed(plan: ExperimentPlan, out: Path, seed: int, progress: bool) -> tu
     from sigma_vla.training.checkpoint import step_dirs
     from sigma_vla.training.run import finetune_base, train_sigma
 
-    overrides = {"seed": seed, **({"steps": plan.steps} if plan.steps else {})}
+    overrides = {"seed": seed, **({"steps": plan.steps} if plan.steps else {}),
+                 **({"paraphrases": plan.paraphrases} if plan.paraphrases else {})}
     sigma, control = out / f"sigma_seed{seed}", out / f"control_seed{seed}"
     for label, run, fit in (
             ("Sigma", sigma, lambda resume: train_sigma(Path(plan.shards), sigma, plan.config, overrides,
@@ -193,6 +207,9 @@ def experiment(
     config: str = typer.Option(DEFAULT_CONFIG, "--config", metavar="NAME", help="Training experiment:{experiments}"),
     rollout_seed: int = typer.Option(0, "--rollout-seed", metavar="N", help="Which planned episodes (disjoint from recording)."),
     max_steps: int = typer.Option(120, "--max-steps", metavar="N", help="Step limit per episode."),
+    paraphrases: Path = typer.Option(None, "--paraphrases", metavar="FILE",
+                                     help="JSON lines {task, text}: both groups train with these wordings too "
+                                          "(`sigma train --paraphrases`); none may be a held-out template."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Sigma against the fine-tuned base over several training seeds, in closed loop, with paired intervals."""
@@ -204,8 +221,10 @@ def experiment(
     get_experiment(config)
     require_simulator()
     check_inputs(shards, base)
+    if paraphrases is not None:
+        check_paraphrases(paraphrases)
     plan = ExperimentPlan(str(shards.resolve()), str(base.resolve()), seeds, episodes, steps, config, rollout_seed,
-                          max_steps)
+                          max_steps, str(paraphrases.resolve()) if paraphrases is not None else None)
     from sigma_vla.outdir import writer_lock
 
     open_experiment(out, plan)

@@ -34,6 +34,9 @@ def train(
                                         help="no | bf16 | fp16 ({default:mixed_precision})."),
     seed: int = typer.Option(None, "--seed", metavar="N",
                              help="Seed of weights, data order and noise ({default:seed})."),
+    paraphrases: Path = typer.Option(None, "--paraphrases", metavar="FILE",
+                                     help="JSON lines {task, text}: each training sample reads its task in one of "
+                                          "these wordings or its own (validation reads the recorded task)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", metavar="N",
                                          help="Steps between checkpoints ({default:checkpoint_every})."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest verified checkpoint in --out, "
@@ -82,7 +85,8 @@ def train(
     overrides = train_overrides(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 residual_lr_scale=residual_lr_scale, mixed_precision=mixed_precision, seed=seed,
                                 checkpoint_every=checkpoint_every,
-                                gradient_checkpointing=gradient_checkpointing)
+                                gradient_checkpointing=gradient_checkpointing,
+                                paraphrases=str(paraphrases.resolve()) if paraphrases is not None else None)
     if backbone is not None and not backbone.startswith("lerobot:"):
         raise SigmaError(f"expected lerobot:PATH_OR_ID, got {backbone!r}", field="--backbone")
     if backbone is not None and finetune_base is not None:

@@ -34,9 +34,17 @@ def base_text(base: Any) -> TextSettings:
     return TextSettings(cfg.text_max_len)
 
 
-def shard_transform(meta: dict[str, Any], text: TextSettings) -> BatchTransform:
-    """Shard batch -> model batch with the shards' statistics (meta.json) and the model's text settings."""
-    return BatchTransform.from_meta(meta, text.max_len, text.tokenizer)
+def shard_transform(meta: dict[str, Any], text: TextSettings, paraphrases: str | None = None,
+                    seed: int = 0) -> BatchTransform:
+    """Shard batch -> model batch with the shards' statistics (meta.json) and the model's text settings; with a
+    paraphrase table (processing/paraphrase.py), training batches draw their task's wording from it."""
+    transform = BatchTransform.from_meta(meta, text.max_len, text.tokenizer)
+    if paraphrases is not None:
+        from sigma_vla.processing.paraphrase import load_paraphrases
+
+        tasks = meta.get("tasks") or [""]
+        transform.paraphrases = load_paraphrases(paraphrases, tasks, text.max_len, text.tokenizer, seed)
+    return transform
 
 
 def live_tokenizer(text: TextSettings) -> TextTokenizer | None:

@@ -125,6 +125,7 @@ class BatchTransform:
             raise SigmaError(f"base action units must be 'normalized' or 'raw', got {base_units!r}",
                              file="meta.json", field="base_actions.units")
         self.norm, self.task_tokens, self.base_units = normalizer, task_tokens, base_units
+        self.paraphrases: Any | None = None  # processing.paraphrase.Paraphrases: training batches only
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], text_max_len: int | None, tokenizer: str | None = None) -> BatchTransform:
@@ -136,7 +137,9 @@ class BatchTransform:
         units = (meta.get("base_actions") or {}).get("units", "normalized")
         return cls(Normalizer.from_meta(meta), tokens, units)
 
-    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, batch: dict[str, Tensor], paraphrase_step: int | None = None) -> dict[str, Tensor]:
+        """paraphrase_step: a training step, whose draw of wordings the task's text takes (with paraphrases set);
+        None reads the recorded task."""
         out = dict(batch)
         out["robot_state"] = self.norm.state(batch["robot_state"])  # (B, Ds)
         for key in ACTION_KEYS:
@@ -146,7 +149,10 @@ class BatchTransform:
                 if key in batch:
                     out[key] = self.norm.action(batch[key])
         if self.task_tokens is not None and "text_input_ids" not in batch:
-            tokens = self.task_tokens(batch["task_index"])  # (B, L) ids and mask
+            if self.paraphrases is not None and paraphrase_step is not None:
+                tokens = self.paraphrases.tokens(batch["task_index"], paraphrase_step)  # (B, L) ids and mask
+            else:
+                tokens = self.task_tokens(batch["task_index"])  # (B, L) ids and mask
             out.update({k: v.to(batch["task_index"].device) for k, v in tokens.items()})
         return out
 

@@ -104,6 +104,9 @@ class TrainConfig:
     # The step count the LR schedule and the TSAC ramp are laid over; None: `steps`. Set only when a resumed run
     # is extended (--extend-steps): the schedule keeps its shape and the extra steps run at its end (resume.py).
     schedule_steps: int | None = None
+    # A paraphrase table (JSON lines {"task", "text"}): training samples read their task in one of its wordings
+    # (processing/paraphrase.py); None reads the recorded tasks only.
+    paraphrases: str | None = None
     traf: TrafConfig = field(default_factory=TrafConfig)
     tsac: TsacConfig = field(default_factory=TsacConfig)
 

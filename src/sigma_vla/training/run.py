@@ -157,7 +157,7 @@ def train_sigma(shards: Path, out: Path, experiment: str = "demo", overrides: di
     model = SigmaModel(model_cfg, backbone=module)
     if config.gradient_checkpointing:
         model.backbone.enable_gradient_checkpointing()
-    task = SigmaTask(model, config, shard_transform(meta, sigma_text(model_cfg)))
+    task = SigmaTask(model, config, shard_transform(meta, sigma_text(model_cfg), config.paraphrases, config.seed))
     _write_run_file(out, identity)
     _write_policy_spec(out, meta, {"mode": model_cfg.language.text_mode, "max_len": model_cfg.language.text_max_len},
                        with_base=True)
@@ -283,5 +283,6 @@ def _fit_base_policy(base, meta: dict[str, Any], config: TrainConfig, train_ds, 
                      **train_options: Any) -> TrainResult:
     """A base policy through the trainer (BaseFinetuneTask): `train_base` and the control group share this."""
     chunk = meta_dims(meta)[1]
-    task = BaseFinetuneTask(base, config, shard_transform(meta, base_text(base)), chunk)
+    task = BaseFinetuneTask(base, config, shard_transform(meta, base_text(base), config.paraphrases, config.seed),
+                            chunk)
     return train(task, train_ds, val_ds, config, out, **train_options)

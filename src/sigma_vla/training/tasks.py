@@ -78,7 +78,7 @@ class SigmaTask(ModelFiles):
         return {k: v for k, v in groups.items() if v}
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        b = self.transform(batch)
+        b = self.transform(batch, step if model.training else None)
         training = model.training
         prev = self._recall(b["episode_index"], b["robot_state"]) if training and self._use_memory() else None
         out = model(b, prev_memory=prev)
@@ -162,7 +162,7 @@ class BaseFinetuneTask(ModelFiles):
         return {"base": params}
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        b = self.transform(batch)
+        b = self.transform(batch, step if model.training else None)
         pred = model(b).float()  # (B, T, Da)
         gt = ActionTriple.from_batch(b, GT_ACTION).trajectory.float()  # (B, T, Da)
         mse_traj = losses.per_sample_mse(pred, gt).mean()
