@@ -13,7 +13,8 @@ of the timed steps (the machine may be shared; the median is reported too).
 --full-demo also times a whole `sigma train --config demo` run (validation, checkpoints, final model) on synthetic
 shards shaped like the simulator's (docs/architecture.md: 16-dim state, 4-dim action, 1 camera), the < 6 min target.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train.py [--steps 5] [--full-demo] [--threads 2] [--vs-control]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train.py [--steps 5] [--full-demo] [--threads 2] [--vs-control
+        [--vision-tokens 8,4]]
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ def one_variant(experiment: str, trainable: str, hard: bool, steps: int) -> dict
             "threads": torch.get_num_threads()}
 
 
-def _sigma_step(batch_size: int):
-    """(step function, model, batch) of Sigma's demo training step on a simulator-shaped fake batch."""
+def _sigma_step(batch_size: int, vision_tokens: int | None = None):
+    """(step function, model, batch) of Sigma's demo training step on a simulator-shaped fake batch; vision_tokens
+    replaces the preset's N_v (how many vision tokens the backbone reads)."""
     import torch
 
     from sigma_vla.models import SigmaModel
@@ -135,6 +137,8 @@ def _sigma_step(batch_size: int):
     config = get_experiment("demo").train.replace(batch_size=batch_size)
     torch.manual_seed(0)
     cfg = preset_for("demo")
+    if vision_tokens is not None:
+        cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, num_tokens=vision_tokens))
     task = SigmaTask(SigmaModel(cfg), config, BatchTransform.from_meta(fake_meta(cfg), cfg.language.text_max_len))
     opt = build_optimizer(task.param_groups("lora"), config)
     batch = fake_batch(cfg, batch_size)
@@ -193,21 +197,27 @@ def sigma_flops(task, batch) -> dict:
             "step_gflop": round(both.get_total_flops() / 1e9, 2)}
 
 
-def vs_control(steps: int, batch_size: int = 16) -> dict:
-    """Sigma's and the control's step, alternating (A B A B ...) after warm-up, best and median of each."""
+def vs_control(steps: int, batch_size: int = 16, vision_tokens: tuple[int, ...] = ()) -> dict:
+    """Sigma's and the control's step, alternating (A B A B ...) after warm-up, best and median of each; each of
+    vision_tokens adds Sigma with that N_v to the alternation."""
     sigma, task, batch = _sigma_step(batch_size)
-    control = _control_step(batch_size)
+    fns = {"sigma": sigma, "control": _control_step(batch_size)}
+    fns.update({f"sigma_nv{n}": _sigma_step(batch_size, n)[0] for n in vision_tokens})
     for i in range(2):
-        sigma(i), control(i)
-    times: dict[str, list[float]] = {"sigma": [], "control": []}
+        for fn in fns.values():
+            fn(i)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(steps):
-        for name, fn in (("sigma", sigma), ("control", control)):
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn(i)
             times[name].append(time.perf_counter() - start)
     out = {name: {"step_s_best": round(min(t), 4), "step_s_median": round(statistics.median(t), 4)}
            for name, t in times.items()}
     out["ratio_median"] = round(out["sigma"]["step_s_median"] / out["control"]["step_s_median"], 2)
+    for n in vision_tokens:  # how much faster than the preset's Sigma
+        out[f"sigma_nv{n}"]["speedup_median"] = round(out["sigma"]["step_s_median"] /
+                                                      out[f"sigma_nv{n}"]["step_s_median"], 2)
     flops = sigma_flops(task, batch)
     flops["achieved_gflop_per_s"] = round(flops["step_gflop"] / out["sigma"]["step_s_best"], 1)
     return {"batch_size": batch_size, "steps": steps, **out, "sigma_flops": flops,
@@ -246,6 +256,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--full-demo", action="store_true")
     ap.add_argument("--vs-control", action="store_true", help="only Sigma's demo step against the control's")
+    ap.add_argument("--vision-tokens", type=lambda v: tuple(int(n) for n in v.split(",")), default=(),
+                    metavar="N[,N...]", help="with --vs-control: also Sigma with these N_v, alternating")
     ap.add_argument("--one", nargs=3, metavar=("EXPERIMENT", "TRAINABLE", "HARD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -258,11 +270,14 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        r = vs_control(args.steps)
+        r = vs_control(args.steps, vision_tokens=args.vision_tokens)
         print(f"batch {r['batch_size']}: Sigma {r['sigma']['step_s_median']:.3f} s/step, control "
               f"{r['control']['step_s_median']:.3f} s/step (median; Sigma / control {r['ratio_median']} x); "
               f"Sigma's step {r['sigma_flops']['step_gflop']} GFLOP at {r['sigma_flops']['achieved_gflop_per_s']} "
               f"GFLOP/s; forward per workspace {r['sigma_flops']['forward_gflop_per_workspace']}")
+        for n in args.vision_tokens:
+            v = r[f"sigma_nv{n}"]
+            print(f"Sigma with N_v = {n}: {v['step_s_median']:.3f} s/step ({v['speedup_median']} x faster)")
         previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({**previous, "vs_control": r}, indent=2) + "\n")

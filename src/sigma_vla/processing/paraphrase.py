@@ -76,10 +76,6 @@ class Paraphrases:
         self.start = torch.cumsum(self.count, 0) - self.count  # (num_tasks,) first row of each task
         self.seed = seed
 
-    @property
-    def paraphrased_tasks(self) -> int:
-        return int((self.count > 1).sum())
-
     def tokens(self, task_index: Tensor, step: int) -> dict[str, Tensor]:
         idx = task_index.long().cpu()  # (B,)
         if idx.numel() and (idx.min() < 0 or idx.max() >= len(self.count)):
