@@ -31,7 +31,7 @@ def test_tiny_base_trains_through_the_task_the_trainer_uses(batch: dict) -> None
     torch.manual_seed(0)
     base = TinyBasePolicy(TinyBaseConfig.tiny())
     assert isinstance(base, BasePolicy) and (base.action_dim, base.horizon) == (4, 6)
-    task = BaseFinetuneTask(base, TrainConfig(), lambda b: b, chunk=3)
+    task = BaseFinetuneTask(base, TrainConfig(), lambda b, step=None: b, chunk=3)
     task.param_groups("lora")
     loss, metrics = task.loss(base, batch, 0)
     pred, gt = base(batch).detach(), batch["gt_action_trajectory"]

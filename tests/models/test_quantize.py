@@ -137,7 +137,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients() -> None:
             model.backbone.enable_gradient_checkpointing()
         calls = []  # a module inside a checkpointed layer: transformers checkpoints the layers' forward, not hooks
         model.backbone.model.encoder.layer[0].intermediate.register_forward_hook(lambda *_: calls.append(1))
-        task = SigmaTask(model, TrainConfig(), lambda batch: batch)
+        task = SigmaTask(model, TrainConfig(), lambda batch, step=None: batch)
         task.param_groups("lora")
         torch.manual_seed(1)
         loss, _ = task.loss(model, _batch(model.config, 4), 0)
